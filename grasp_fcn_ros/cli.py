@@ -1,0 +1,194 @@
+"""``grasp-fcn``: offline work with the grasp network (detect, train, eval, bench, export)."""
+
+import argparse
+import json
+import os
+import sys
+
+from .resources import default_model_path
+
+
+def _progress():
+    from tqdm import tqdm
+    return tqdm
+
+
+def _detector(args):
+    from .core.backends import create_backend
+    from .core.detector import DetectorConfig, GraspDetector
+    from .core.postprocess import PostprocessConfig
+
+    backend = create_backend(args.model, getattr(args, 'backend', 'torch'), args.device)
+    post = PostprocessConfig(q_threshold=args.q_threshold, max_grasps=args.max_grasps)
+    return GraspDetector(backend, DetectorConfig(crop_size_px=args.crop_size, postprocess=post))
+
+
+def _add_model_args(parser, backend=True):
+    parser.add_argument('--model', default=default_model_path(),
+                        help='checkpoint (default: the packaged model)')
+    parser.add_argument('--device', default='auto', help='auto, cpu or cuda')
+    if backend:
+        from .core.backends import BACKENDS
+        parser.add_argument('--backend', default='torch', choices=BACKENDS)
+    parser.add_argument('--crop-size', type=int, default=400,
+                        help='square crop side in source pixels (0 = largest)')
+    parser.add_argument('--q-threshold', type=float, default=0.2)
+    parser.add_argument('--max-grasps', type=int, default=5)
+
+
+def cmd_detect(args):
+    from .core.geometry import CameraIntrinsics
+    from .training.dataset import load_depth
+    from .visualize import save_detection_figure, detection_to_json
+    import cv2
+
+    detector = _detector(args)
+    depth_m = load_depth(args.image)
+    color = None
+    if args.color:
+        bgr = cv2.imread(args.color, cv2.IMREAD_COLOR)
+        color = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    k = [float(v) for v in args.intrinsics.split(',')]
+    intrinsics = CameraIntrinsics(k[0], k[1], k[2], k[3], depth_m.shape[1], depth_m.shape[0])
+    detection = detector.detect(depth_m, intrinsics)
+    out = args.output or os.path.splitext(os.path.basename(args.image))[0] + '_grasps'
+    save_detection_figure(out + '.png', depth_m, detection, color,
+                          title=os.path.basename(args.image))
+    with open(out + '.json', 'w') as stream:
+        json.dump(detection_to_json(detection), stream, indent=2)
+    for i, g in enumerate(detection.grasps_3d):
+        print(f'grasp {i}: q={g.quality:.2f} u={g.u:.0f} v={g.v:.0f} '
+              f'angle={g.angle * 57.2958:.0f} deg width={100 * g.width_m:.1f} cm '
+              f'xyz=({g.position_m[0]:.3f}, {g.position_m[1]:.3f}, {g.position_m[2]:.3f}) m')
+    if not detection.grasps_2d:
+        print('no grasp above the quality threshold')
+    print(f'wrote {out}.png and {out}.json')
+    return 0
+
+
+def _train_config(args):
+    from .training.dataset import AugmentConfig
+    from .training.train import TrainConfig
+
+    augment = None if args.no_augment else AugmentConfig()
+    return TrainConfig(dataset=args.dataset, output_dir=args.output, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       device=args.device, folds=args.folds, fold=args.fold, split=args.split,
+                       object_map=args.object_map, augment=augment)
+
+
+def cmd_train(args):
+    from .training.train import cross_validate, train
+
+    config = _train_config(args)
+    if args.cross_validate:
+        cross_validate(config, resume=args.resume, progress=_progress())
+    else:
+        summary = train(config, resume=args.resume, progress=_progress())
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_eval(args):
+    from .training.dataset import find_samples
+    from .training.evaluate import evaluate
+
+    samples, skipped = find_samples(args.dataset, None)
+    if args.limit:
+        samples = samples[:args.limit]
+    detector = _detector(args)
+    result = evaluate(detector, samples, progress=_progress())
+    print(f'model: {args.model}')
+    print(result.table())
+    if skipped:
+        print(f'({skipped} samples skipped: missing files)')
+    if args.json:
+        with open(args.json, 'w') as stream:
+            json.dump(result.to_json(), stream, indent=2)
+        print(f'wrote {args.json}')
+    if args.figures:
+        from .visualize import save_evaluation_figures
+        written = save_evaluation_figures(args.figures, samples, result)
+        print(f'wrote {written} figures to {args.figures}')
+    return 0
+
+
+def cmd_bench(args):
+    from .bench import run_bench
+    return run_bench(args)
+
+
+def cmd_export(args):
+    from .core.export import export_model
+    path = export_model(args.model, args.format, args.output)
+    print(f'wrote {path}')
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog='grasp-fcn', description=__doc__)
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    p = sub.add_parser('detect', help='detect grasps in one depth image (TIFF, metres)')
+    p.add_argument('image')
+    p.add_argument('--color', help='colour image to draw the grasps on')
+    p.add_argument('--intrinsics', default='585,585,320,240', help='fx,fy,cx,cy in pixels')
+    p.add_argument('--output', help='output path without extension')
+    _add_model_args(p)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser('train', help='train on a Cornell-layout dataset')
+    p.add_argument('--dataset', required=True)
+    p.add_argument('--output', required=True, help='run folder (checkpoints, log.csv)')
+    p.add_argument('--epochs', type=int, default=100)
+    p.add_argument('--batch-size', type=int, default=8)
+    p.add_argument('--lr', type=float, default=1e-3)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default='auto')
+    p.add_argument('--folds', type=int, default=0, help='k of k-fold splits (0 = train on all)')
+    p.add_argument('--fold', type=int, default=0, help='held-out fold of a single run')
+    p.add_argument('--split', choices=('image', 'object'), default='image')
+    p.add_argument('--object-map', help='file of "image object" lines for object-wise splits')
+    p.add_argument('--cross-validate', action='store_true', help='train and score every fold')
+    p.add_argument('--no-augment', action='store_true')
+    p.add_argument('--resume', action='store_true', help='continue from <output>/last.pt')
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser('eval', help='rectangle-metric accuracy on a Cornell-layout dataset')
+    p.add_argument('--dataset', required=True)
+    p.add_argument('--json', help='write the results as JSON')
+    p.add_argument('--figures', help='folder for PNGs of right and wrong predictions')
+    p.add_argument('--limit', type=int, default=0, help='first N images only')
+    _add_model_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser('bench', help='per-stage latency of the detection pipeline')
+    p.add_argument('--dataset', default=None, help='depth frames (default: bundled demo frames)')
+    p.add_argument('--frames', type=int, default=50)
+    p.add_argument('--warmup', type=int, default=5)
+    p.add_argument('--backends', default='all', help='comma list, or all')
+    p.add_argument('--json', help='write the results as JSON')
+    p.add_argument('--ros', action='store_true', help='measure the running node over ROS 2')
+    p.add_argument('--rate', type=float, default=5.0, help='publish rate for --ros, Hz')
+    _add_model_args(p, backend=False)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser('export', help='export the network for a faster runtime')
+    p.add_argument('--format', choices=('onnx', 'openvino'), default='onnx')
+    p.add_argument('--output', help='output file (default: beside the model)')
+    p.add_argument('--model', default=default_model_path())
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f'grasp-fcn {args.command}: error: {exc}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Depth images: decoding raw image buffers, invalid masks, inpainting and normalisation."""
+
+import cv2
+import numpy as np
+
+#: Encodings accepted by :func:`decode_depth`: name -> (numpy dtype, holds millimetres-like units)
+DEPTH_ENCODINGS = {
+    '16UC1': np.dtype(np.uint16),
+    'mono16': np.dtype(np.uint16),
+    '32FC1': np.dtype(np.float32),
+}
+
+
+class DepthError(ValueError):
+    """Raised when a depth image cannot be decoded or holds no usable depth."""
+
+
+def decode_depth(data, height, width, encoding, step, is_bigendian=False, depth_scale=0.001):
+    """Decode a raw depth image buffer (the fields of sensor_msgs/Image) to metres.
+
+    16-bit encodings hold integer units that ``depth_scale`` turns into metres (0.001 for the
+    usual millimetres); ``32FC1`` holds metres. Row padding (``step`` larger than
+    ``width * bytes_per_pixel``) and big-endian data are honoured.
+
+    :param data: the image bytes (bytes, bytearray, memoryview or a uint8 array).
+    :param height: rows.
+    :param width: columns.
+    :param encoding: one of :data:`DEPTH_ENCODINGS`.
+    :param step: bytes per row, including padding.
+    :param is_bigendian: byte order of the pixels.
+    :param depth_scale: metres per unit for 16-bit encodings.
+    :returns: float32 array (height, width) of depth in metres; invalid pixels keep their raw
+        value (0 or NaN), see :func:`invalid_mask`.
+    :raises DepthError: for an unknown encoding or a buffer that does not match the geometry.
+    """
+    if encoding not in DEPTH_ENCODINGS:
+        raise DepthError(
+            f"unsupported depth encoding '{encoding}' (expected one of "
+            f"{', '.join(DEPTH_ENCODINGS)})")
+    height, width, step = int(height), int(width), int(step)
+    if height <= 0 or width <= 0:
+        raise DepthError(f'empty depth image ({width}x{height})')
+    dtype = DEPTH_ENCODINGS[encoding].newbyteorder('>' if is_bigendian else '<')
+    row_bytes = width * dtype.itemsize
+    if step < row_bytes:
+        raise DepthError(f'step {step} is smaller than width*{dtype.itemsize} = {row_bytes}')
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if buffer.size < step * (height - 1) + row_bytes or buffer.size > step * height:
+        raise DepthError(
+            f'data holds {buffer.size} bytes; {width}x{height} {encoding} with step {step} '
+            f'needs {step * height}')
+    if buffer.size < step * height:
+        buffer = np.concatenate([buffer, np.zeros(step * height - buffer.size, np.uint8)])
+    rows = buffer.reshape(height, step)[:, :row_bytes]
+    pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width)
+    depth_m = pixels.astype(np.float32)
+    if dtype.kind == 'u':
+        depth_m *= np.float32(depth_scale)
+    return depth_m
+
+
+def invalid_mask(depth_m, min_depth_m=0.0, max_depth_m=np.inf):
+    """Return a bool mask of pixels without usable depth (non-finite, <= 0 or out of range).
+
+    :param depth_m: depth image in metres.
+    :param min_depth_m: nearest usable depth, metres.
+    :param max_depth_m: farthest usable depth, metres.
+    """
+    depth_m = np.asarray(depth_m)
+    with np.errstate(invalid='ignore'):
+        valid = np.isfinite(depth_m) & (depth_m > 0) & (depth_m >= min_depth_m) & (
+            depth_m <= max_depth_m)
+    return ~valid
+
+
+def inpaint(depth_m, mask, radius_px=1):
+    """Fill the masked pixels of a depth image (OpenCV Navier-Stokes, as GG-CNN does).
+
+    The image is padded by one pixel so borders inpaint too, and scaled to [-1, 1] for
+    OpenCV's float path; the result is returned in metres.
+
+    :param depth_m: float depth image in metres.
+    :param mask: bool array, True where the depth is to be filled.
+    :param radius_px: inpainting neighbourhood radius in pixels.
+    :returns: float32 depth image in metres without invalid pixels.
+    :raises DepthError: when no pixel is valid.
+    """
+    depth_m = np.asarray(depth_m, dtype=np.float32)
+    if not mask.any():
+        return depth_m.copy()
+    if mask.all():
+        raise DepthError('no valid depth pixel in the image')
+    filled = np.where(mask, 0.0, depth_m).astype(np.float32)
+    scale = float(np.abs(filled).max())
+    padded = cv2.copyMakeBorder(filled / scale, 1, 1, 1, 1, cv2.BORDER_DEFAULT)
+    padded_mask = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_DEFAULT)
+    result = cv2.inpaint(padded, padded_mask, radius_px, cv2.INPAINT_NS)
+    return (result[1:-1, 1:-1] * scale).astype(np.float32)
+
+
+def normalise(depth_m, clip_m=1.0):
+    """The network's input normalisation: subtract the mean depth and clip to +-clip_m.
+
+    :param depth_m: inpainted depth image in metres.
+    :param clip_m: clip range in metres.
+    """
+    depth_m = np.asarray(depth_m, dtype=np.float32)
+    return np.clip(depth_m - depth_m.mean(), -clip_m, clip_m).astype(np.float32)

@@ -1,0 +1,146 @@
+"""The grasp detector: preprocessing, network, post-processing and projection composed."""
+
+from dataclasses import dataclass, field, replace
+import time
+
+import cv2
+import numpy as np
+
+from .depth import DepthError, inpaint, invalid_mask, normalise
+from .geometry import CropTransform
+from .postprocess import detect_grasps, maps_from_output, PostprocessConfig
+from .projection import project_grasp
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Settings of the detector (the node's parameters map onto these one to one).
+
+    :param crop_size_px: side of the square window cut from the source image, source pixels
+        (0 = the largest centred square); resized to the network's input size.
+    :param crop_offset_x_px: shift of the window centre to the right, source pixels.
+    :param crop_offset_y_px: shift of the window centre downwards, source pixels.
+    :param min_depth_m: nearest valid depth, metres.
+    :param max_depth_m: farthest valid depth, metres.
+    :param depth_radius_px: half side of the window for the grasp centre's depth, pixels.
+    :param postprocess: peak extraction settings.
+    """
+
+    crop_size_px: int = 400
+    crop_offset_x_px: int = 0
+    crop_offset_y_px: int = 0
+    min_depth_m: float = 0.1
+    max_depth_m: float = 5.0
+    depth_radius_px: int = 2
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+
+@dataclass
+class Detection:
+    """Result of one frame.
+
+    :param grasps_2d: grasps in source pixels, best first.
+    :param grasps_3d: the grasps that have a valid depth, as poses (empty without intrinsics).
+    :param maps: :class:`~grasp_fcn_ros.core.postprocess.GraspMaps` at network resolution.
+    :param transform: the :class:`~grasp_fcn_ros.core.geometry.CropTransform` used.
+    :param network_input: the normalised network input (S, S).
+    :param timings_ms: stage name -> milliseconds.
+    """
+
+    grasps_2d: list
+    grasps_3d: list
+    maps: object
+    transform: CropTransform
+    network_input: np.ndarray
+    timings_ms: dict
+
+
+def prepare_input(depth_m, transform, min_depth_m=0.0, max_depth_m=np.inf):
+    """Crop, inpaint, resize and normalise a source depth image for the network.
+
+    Invalid pixels are inpainted inside the crop only, which is where the network looks.
+
+    :param depth_m: source depth image, metres (invalid pixels 0 or NaN).
+    :param transform: the :class:`CropTransform` of the network input.
+    :returns: float32 (S, S) normalised depth.
+    :raises DepthError: when the crop holds no valid depth.
+    """
+    crop = transform.crop(np.asarray(depth_m, dtype=np.float32))
+    mask = invalid_mask(crop, min_depth_m, max_depth_m)
+    if mask.all():
+        raise DepthError('no valid depth inside the crop (all pixels NaN, zero or out of '
+                         f'range [{min_depth_m}, {max_depth_m}] m)')
+    filled = inpaint(crop, mask)
+    size = transform.out_size
+    if filled.shape[0] != size:
+        interpolation = cv2.INTER_AREA if filled.shape[0] > size else cv2.INTER_LINEAR
+        filled = cv2.resize(filled, (size, size), interpolation=interpolation)
+    return normalise(filled)
+
+
+class GraspDetector:
+    """Detects grasps in depth images: numpy in, numpy out.
+
+    :param backend: an inference backend (see :mod:`grasp_fcn_ros.core.backends`).
+    :param config: a :class:`DetectorConfig`.
+    """
+
+    STAGES = ('preprocess', 'inference', 'postprocess', 'projection')
+
+    def __init__(self, backend, config=None):
+        self.backend = backend
+        self.config = config or DetectorConfig()
+
+    @property
+    def input_size(self):
+        return self.backend.config.input_size
+
+    def with_config(self, **changes):
+        """Replace detector settings (postprocess settings go in ``postprocess=``)."""
+        self.config = replace(self.config, **changes)
+        return self
+
+    def transform_for(self, width, height):
+        """The crop transform for a source image size (raises GeometryError if it cannot)."""
+        c = self.config
+        return CropTransform.centred(width, height, c.crop_size_px, self.input_size,
+                                     c.crop_offset_x_px, c.crop_offset_y_px)
+
+    def detect(self, depth_m, intrinsics=None):
+        """Detect grasps in one depth image.
+
+        :param depth_m: float depth image (H, W) in metres; 0 or NaN where invalid.
+        :param intrinsics: :class:`~grasp_fcn_ros.core.geometry.CameraIntrinsics`; without it
+            only 2-D grasps are returned.
+        :returns: a :class:`Detection`.
+        :raises DepthError: when the image holds no usable depth.
+        :raises GeometryError: when the crop does not fit or the intrinsics do not match.
+        """
+        depth_m = np.asarray(depth_m)
+        if depth_m.ndim != 2:
+            raise DepthError(f'depth must be a 2-D array, got shape {depth_m.shape}')
+        c = self.config
+        timings = {}
+        t0 = time.perf_counter()
+        height, width = depth_m.shape
+        if intrinsics is not None:
+            intrinsics.validate(width, height)
+        transform = self.transform_for(width, height)
+        net_input = prepare_input(depth_m, transform, c.min_depth_m, c.max_depth_m)
+        t1 = time.perf_counter()
+        output = self.backend.predict(net_input[None, None])[0]
+        t2 = time.perf_counter()
+        maps = maps_from_output(output, self.backend.config.max_width_px, c.postprocess)
+        grasps_2d = detect_grasps(maps, c.postprocess, transform)
+        t3 = time.perf_counter()
+        grasps_3d = []
+        if intrinsics is not None:
+            for grasp in grasps_2d:
+                pose = project_grasp(grasp, depth_m, intrinsics, c.depth_radius_px,
+                                     c.min_depth_m, c.max_depth_m)
+                if pose is not None:
+                    grasps_3d.append(pose)
+        t4 = time.perf_counter()
+        for name, start, end in zip(self.STAGES, (t0, t1, t2, t3), (t1, t2, t3, t4)):
+            timings[name] = (end - start) * 1e3
+        return Detection(grasps_2d, grasps_3d, maps, transform, net_input, timings)

@@ -1,0 +1,186 @@
+"""The fully convolutional grasp network and its checkpoints.
+
+The network maps a normalised 1 x 400 x 400 depth image to four per-pixel maps: grasp quality
+Q, cos 2phi, sin 2phi and the gripper width normalised by :attr:`ModelConfig.max_width_px`.
+Every convolution is followed by ReLU then BatchNorm, as in the published reference.
+"""
+
+from dataclasses import asdict, dataclass, fields
+import os
+
+import torch
+from torch import nn
+
+CHECKPOINT_FORMAT = 'grasp_fcn/1'
+
+
+class ModelError(RuntimeError):
+    """Raised when a checkpoint cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the network; stored in every checkpoint.
+
+    :param input_size: side of the square input in pixels (the layer strides need 400).
+    :param channels: feature channels of encoder levels 1-5 and the bottom.
+    :param kernels: kernel sizes of encoder levels 1-5 (the decoder mirrors them).
+    :param max_width_px: gripper width, in network pixels, that the width map's 1.0 stands for.
+    """
+
+    input_size: int = 400
+    channels: tuple = (16, 32, 64, 128, 256, 512)
+    kernels: tuple = (9, 5, 3, 3, 3)
+    max_width_px: float = 150.0
+
+    def to_dict(self):
+        data = asdict(self)
+        data['channels'] = list(self.channels)
+        data['kernels'] = list(self.kernels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data):
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ModelError(f'unknown model config keys: {sorted(unknown)}')
+        data = dict(data)
+        for key in ('channels', 'kernels'):
+            if key in data:
+                data[key] = tuple(int(v) for v in data[key])
+        return cls(**data)
+
+
+def _conv(c_in, c_out, kernel, stride=1):
+    return [nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2),
+            nn.ReLU(inplace=True), nn.BatchNorm2d(c_out)]
+
+
+def _deconv(c_in, c_out, kernel, stride=1, output_padding=0):
+    return [nn.ConvTranspose2d(c_in, c_out, kernel, stride, padding=kernel // 2,
+                               output_padding=output_padding),
+            nn.ReLU(inplace=True), nn.BatchNorm2d(c_out)]
+
+
+class SkipJoin(nn.Module):
+    """Joins a decoder feature with the encoder feature of the same size.
+
+    ``x = BN(ReLU(Block(x + skip)))`` with Block = conv3x3-BN-ReLU-conv3x3-BN.
+    """
+
+    def __init__(self, channels):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
+        self.out = nn.Sequential(nn.ReLU(inplace=True), nn.BatchNorm2d(channels))
+
+    def forward(self, x, skip):
+        return self.out(self.block(x + skip))
+
+
+class GraspFCN(nn.Module):
+    """Encoder-decoder FCN predicting (Q, cos 2phi, sin 2phi, width) for every pixel."""
+
+    #: Names of the output maps, in order.
+    OUTPUTS = ('quality', 'cos', 'sin', 'width')
+
+    def __init__(self, config=None):
+        super().__init__()
+        self.config = config or ModelConfig()
+        ch, ks = self.config.channels, self.config.kernels
+        if len(ch) != 6 or len(ks) != 5:
+            raise ModelError('config needs 6 channel counts and 5 kernel sizes')
+        encoder = []
+        c_in = 1
+        for c, k in zip(ch[:5], ks):
+            encoder.append(nn.Sequential(*_conv(c_in, c, k, 2), *_conv(c, c, k, 1)))
+            c_in = c
+        self.encoder = nn.ModuleList(encoder)
+        self.bottom = nn.Sequential(*_conv(ch[4], ch[5], 3), *_conv(ch[5], ch[5], 3))
+
+        decoder, joins = [], []
+        c_in = ch[5]
+        # level 1 keeps the size (13 -> 13); the others double it, level 2 without
+        # output_padding (13 -> 25), levels 3-5 with it (25 -> 50 -> 100 -> 200).
+        for level, (c, k) in enumerate(zip(reversed(ch[:5]), reversed(ks))):
+            stride = 1 if level == 0 else 2
+            pad_out = 1 if level >= 2 else 0
+            decoder.append(nn.Sequential(*_deconv(c_in, c, k, stride, pad_out),
+                                         *_deconv(c, c, k, 1)))
+            joins.append(SkipJoin(c))
+            c_in = c
+        self.decoder = nn.ModuleList(decoder)
+        self.joins = nn.ModuleList(joins)
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.ConvTranspose2d(ch[0], 1, 5, 2, padding=2, output_padding=1),
+                          nn.BatchNorm2d(1))
+            for _ in self.OUTPUTS)
+
+    def forward(self, x):
+        """:param x: (N, 1, 400, 400) normalised depth. :returns: (N, 4, 400, 400) maps."""
+        skips = []
+        for level in self.encoder:
+            x = level(x)
+            skips.append(x)
+        x = self.bottom(x)
+        for level, join, skip in zip(self.decoder, self.joins, reversed(skips)):
+            x = join(level(x), skip)
+        return torch.cat([head(x) for head in self.heads], dim=1)
+
+
+def count_parameters(model):
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def save_checkpoint(path, model, extra=None):
+    """Write a checkpoint: the state_dict, the architecture config and optional metadata.
+
+    :param path: file to write (the folder is created).
+    :param model: a :class:`GraspFCN`.
+    :param extra: JSON-like metadata (epoch, metrics, training config), kept as plain types.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    payload = {'format': CHECKPOINT_FORMAT, 'config': model.config.to_dict(),
+               'state_dict': {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               'meta': extra or {}}
+    tmp = f'{path}.tmp'
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """Read a checkpoint with ``weights_only=True``.
+
+    :returns: the raw payload dict (``config``, ``state_dict``, ``meta``).
+    :raises ModelError: naming the path, when the file is missing, corrupt or not ours.
+    """
+    if not os.path.isfile(path):
+        raise ModelError(f'model file not found: {path}')
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise ModelError(f'cannot read model file {path}: {exc}') from exc
+    if not isinstance(payload, dict) or 'state_dict' not in payload or 'config' not in payload:
+        raise ModelError(f'{path} is not a grasp_fcn checkpoint (no state_dict/config)')
+    return payload
+
+
+def load_model(path, map_location='cpu'):
+    """Build a :class:`GraspFCN` from a checkpoint, in eval mode.
+
+    :returns: ``(model, meta)``.
+    :raises ModelError: naming the path, on any failure.
+    """
+    payload = load_checkpoint(path, map_location)
+    try:
+        model = GraspFCN(ModelConfig.from_dict(payload['config']))
+        model.load_state_dict(payload['state_dict'])
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ModelError(f'{path} does not match the network: {exc}') from exc
+    model.eval()
+    return model, dict(payload.get('meta') or {})

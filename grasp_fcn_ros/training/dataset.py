@@ -1,0 +1,265 @@
+"""The Cornell grasp dataset: loading, ground-truth maps, augmentation and splits."""
+
+from dataclasses import dataclass
+import glob
+import os
+import re
+
+import cv2
+import numpy as np
+
+from ..core.depth import inpaint, invalid_mask, normalise
+from ..core.geometry import CropTransform
+from ..core.grasp import Grasp2D
+
+#: Fraction of a rectangle's opening, around its centre, that is marked Q = 1.
+GT_CENTRE_FRACTION = 1.0 / 3.0
+
+_DEPTH_SUFFIX = 'd.tiff'
+
+
+@dataclass
+class CornellSample:
+    """One Cornell image: its files and, once loaded, its depth and positive grasps.
+
+    :param name: the sample's stem, e.g. ``pcd0100``.
+    :param depth_path: ``<stem>d.tiff`` (float32 metres).
+    :param color_path: ``<stem>r.png`` or None.
+    :param positive_path: ``<stem>cpos.txt``.
+    """
+
+    name: str
+    depth_path: str
+    color_path: str
+    positive_path: str
+    object_id: str = None
+    depth_m: np.ndarray = None
+    grasps: list = None
+    skipped_rectangles: int = 0
+
+    def load(self):
+        """Read depth and rectangles (idempotent). Returns self."""
+        if self.depth_m is None:
+            self.depth_m = load_depth(self.depth_path)
+            self.grasps, self.skipped_rectangles = load_grasps(self.positive_path)
+        return self
+
+    def load_color(self):
+        """The colour image as RGB uint8, or None when there is none."""
+        if not self.color_path:
+            return None
+        bgr = cv2.imread(self.color_path, cv2.IMREAD_COLOR)
+        return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def load_depth(path):
+    """Read a Cornell depth TIFF as float32 metres (0/NaN stay invalid).
+
+    :raises ValueError: when the file cannot be read as a single-channel image.
+    """
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None or image.ndim != 2:
+        raise ValueError(f'cannot read depth image {path}')
+    return image.astype(np.float32)
+
+
+def parse_rectangles(text):
+    """Parse Cornell rectangle text: 4 lines of ``x y`` per rectangle.
+
+    Rectangles with a non-finite corner are dropped; a trailing incomplete rectangle too.
+
+    :returns: ``(rectangles, skipped)``: a list of (4, 2) float arrays (u, v pixels) and the
+        number of rectangles dropped.
+    """
+    points = []
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            points.append((float(parts[0]), float(parts[1])))
+        except (ValueError, IndexError):
+            points.append((np.nan, np.nan))
+    rectangles, skipped = [], 0
+    for i in range(0, len(points) - len(points) % 4, 4):
+        rect = np.array(points[i:i + 4], dtype=np.float64)
+        if np.all(np.isfinite(rect)):
+            rectangles.append(rect)
+        else:
+            skipped += 1
+    skipped += 1 if len(points) % 4 else 0
+    return rectangles, skipped
+
+
+def format_rectangles(rectangles):
+    """Write rectangles (iterable of (4, 2)) in the Cornell text format."""
+    return ''.join(f'{x:.3f} {y:.3f}\n' for rect in rectangles for x, y in rect)
+
+
+def load_grasps(path):
+    """Read a ``cpos.txt`` file as :class:`Grasp2D` list; returns ``(grasps, skipped)``."""
+    with open(path) as stream:
+        rectangles, skipped = parse_rectangles(stream.read())
+    return [Grasp2D.from_polygon(r) for r in rectangles], skipped
+
+
+def load_object_map(path):
+    """Read an image -> object map: lines ``<stem or number> <object id>`` (space or comma).
+
+    Lines starting with ``#`` are ignored. Keys are normalised to the sample stem's digits.
+    """
+    mapping = {}
+    with open(path) as stream:
+        for line in stream:
+            line = line.strip()
+            if not line or line.startswith('#'):
+                continue
+            parts = re.split(r'[,\s]+', line)
+            if len(parts) < 2:
+                continue
+            digits = re.sub(r'\D', '', parts[0])
+            if digits:
+                mapping[int(digits)] = parts[1]
+    return mapping
+
+
+def find_samples(root, object_map=None):
+    """Find Cornell samples under ``root`` (the dataset root, one of its folders, or a flat
+    folder), sorted by name.
+
+    Samples without a depth or positive-rectangle file are skipped.
+
+    :returns: ``(samples, skipped)``: :class:`CornellSample` list and the count skipped.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f'dataset folder not found: {root}')
+    objects = load_object_map(object_map) if object_map else {}
+    depth_files = sorted(glob.glob(os.path.join(root, '**', f'*{_DEPTH_SUFFIX}'),
+                                   recursive=True))
+    samples, skipped = [], 0
+    for depth_path in depth_files:
+        stem = depth_path[:-len(_DEPTH_SUFFIX)]
+        positive = stem + 'cpos.txt'
+        if not os.path.isfile(positive):
+            skipped += 1
+            continue
+        color = stem + 'r.png'
+        name = os.path.basename(stem)
+        digits = re.sub(r'\D', '', name)
+        object_id = objects.get(int(digits)) if digits and objects else None
+        samples.append(CornellSample(name, depth_path, color if os.path.isfile(color) else None,
+                                     positive, object_id))
+    samples.sort(key=lambda s: s.name)
+    return samples, skipped
+
+
+def split_folds(samples, num_folds, mode='image', seed=0):
+    """Split sample indices into ``num_folds`` test folds.
+
+    ``image``: a seeded shuffle of images, dealt round-robin. ``object``: whole objects per fold
+    (from each sample's ``object_id``); without object ids, contiguous blocks of images (in
+    Cornell, images of one object are consecutive).
+
+    :returns: list of index arrays, one per fold.
+    """
+    n = len(samples)
+    if num_folds < 2 or num_folds > n:
+        raise ValueError(f'need 2 <= folds <= {n}, got {num_folds}')
+    if mode == 'image':
+        order = np.random.default_rng(seed).permutation(n)
+        return [np.sort(order[k::num_folds]) for k in range(num_folds)]
+    if mode != 'object':
+        raise ValueError(f"split mode must be 'image' or 'object', got '{mode}'")
+    if all(s.object_id is not None for s in samples):
+        objects = sorted({s.object_id for s in samples})
+        order = np.random.default_rng(seed).permutation(len(objects))
+        fold_of = {objects[j]: k % num_folds for k, j in enumerate(order)}
+        return [np.array([i for i, s in enumerate(samples) if fold_of[s.object_id] == k])
+                for k in range(num_folds)]
+    return [np.asarray(block) for block in np.array_split(np.arange(n), num_folds)]
+
+
+def ground_truth_maps(grasps, size, max_width_px):
+    """Draw the training targets: Q, cos 2phi, sin 2phi and width / max_width_px maps.
+
+    The centre third of each rectangle (along its opening) gets Q = 1 and carries that grasp's
+    angle and width; everything else is 0. Later rectangles overwrite earlier ones.
+
+    :param grasps: :class:`Grasp2D` list in network pixels.
+    :param size: map side in pixels.
+    :param max_width_px: width, network pixels, that maps to 1.0 (larger is clipped).
+    :returns: float32 (4, size, size).
+    """
+    maps = np.zeros((4, size, size), dtype=np.float32)
+    shift = 4
+    for grasp in grasps:
+        mask = np.zeros((size, size), np.uint8)
+        poly = grasp.polygon(width_px=grasp.width_px * GT_CENTRE_FRACTION)
+        cv2.fillPoly(mask, [np.round(poly * (1 << shift)).astype(np.int32)], 1,
+                     lineType=cv2.LINE_8, shift=shift)
+        inside = mask.astype(bool)
+        maps[0][inside] = 1.0
+        maps[1][inside] = np.cos(2 * grasp.angle)
+        maps[2][inside] = np.sin(2 * grasp.angle)
+        maps[3][inside] = min(grasp.width_px / max_width_px, 1.0)
+    return maps
+
+
+def transform_grasps(grasps, matrix):
+    """Apply a 2x3 affine pixel transform to grasps (their rectangles' corners)."""
+    out = []
+    for g in grasps:
+        corners = g.polygon() @ matrix[:, :2].T + matrix[:, 2]
+        out.append(Grasp2D.from_polygon(corners, g.quality))
+    return out
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random crop / zoom / rotation applied to training images.
+
+    :param rotation_deg: rotations drawn uniformly in +-rotation_deg degrees.
+    :param zoom_min: smallest zoom (crop side factor); zoom drawn in [zoom_min, 1].
+    :param shift_px: crop centre drawn within +-shift_px of the grasps' centre, source pixels.
+    """
+
+    rotation_deg: float = 20.0
+    zoom_min: float = 0.8
+    shift_px: float = 40.0
+
+
+def make_example(sample, input_size, crop_size_px, max_width_px, rng=None, augment=None):
+    """Build one (input, target) pair from a loaded sample.
+
+    Without augmentation the crop is exactly the detector's centred crop, so training sees what
+    the node sees.
+
+    :returns: ``(x, y)``: float32 (1, S, S) normalised depth and (4, S, S) targets.
+    """
+    depth = sample.depth_m
+    mask = invalid_mask(depth)
+    depth = inpaint(depth, mask) if mask.any() else depth
+    h, w = depth.shape
+    crop = CropTransform.centred(w, h, crop_size_px, input_size)
+    matrix = np.vstack([crop.affine_to_network(), [0, 0, 1]])
+    if augment is not None and rng is not None:
+        centres = np.array([g.center for g in sample.grasps]) if sample.grasps else None
+        target = centres.mean(axis=0) if centres is not None else np.array([w / 2, h / 2])
+        target = target + rng.uniform(-augment.shift_px, augment.shift_px, 2)
+        limit = np.array([crop.x0, crop.y0], dtype=np.float64)
+        delta = np.clip(target - np.array([(w - 1) / 2, (h - 1) / 2]), -limit, limit)
+        zoom = rng.uniform(augment.zoom_min, 1.0)
+        angle = rng.uniform(-augment.rotation_deg, augment.rotation_deg)
+        centre = (input_size - 1) / 2
+        shift = np.eye(3)
+        shift[:2, 2] = -delta / crop.scale
+        rotate = np.vstack([cv2.getRotationMatrix2D((centre, centre), angle, 1.0 / zoom),
+                            [0, 0, 1]])
+        matrix = rotate @ shift @ matrix
+    affine = matrix[:2]
+    warped = cv2.warpAffine(depth, affine, (input_size, input_size), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    grasps = transform_grasps(sample.grasps, affine)
+    x = normalise(warped)[None]
+    y = ground_truth_maps(grasps, input_size, max_width_px)
+    return x, y
