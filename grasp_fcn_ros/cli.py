@@ -37,10 +37,11 @@ def _add_model_args(parser, backend=True):
 
 
 def cmd_detect(args):
+    import cv2
+
     from .core.geometry import CameraIntrinsics
     from .training.dataset import load_depth
-    from .visualize import save_detection_figure, detection_to_json
-    import cv2
+    from .visualize import detection_to_json, save_detection_figure
 
     detector = _detector(args)
     depth_m = load_depth(args.image)

@@ -71,7 +71,7 @@ def find_peaks(quality, threshold, min_distance_px, max_peaks):
 
     A peak is a pixel equal to the maximum of its ``(2 d + 1)^2`` neighbourhood and at least
     ``threshold``; peaks closer than ``min_distance_px`` to a better one are dropped, so a
-    plateau yields one peak.
+    plateau smaller than that distance yields one peak.
 
     :returns: int array (K, 2) of (row, col), K <= max_peaks.
     """

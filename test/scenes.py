@@ -1,0 +1,22 @@
+"""Synthetic depth scenes with answers known in advance."""
+
+import numpy as np
+
+from grasp_fcn_ros.core.geometry import CameraIntrinsics
+
+#: A Kinect-like camera at 640x480.
+INTRINSICS = CameraIntrinsics(fx=585.0, fy=585.0, cx=320.0, cy=240.0, width=640, height=480)
+
+
+def box_on_plane(width=640, height=480, plane_m=0.70, box_height_m=0.05,
+                 box=(300, 220, 60, 40), dtype=np.float32):
+    """A flat table at ``plane_m`` with a box ``(u0, v0, w, h)`` (pixels) raised above it.
+
+    :returns: depth image in metres (float32) or in millimetres when ``dtype`` is uint16.
+    """
+    depth = np.full((height, width), plane_m, dtype=np.float64)
+    u0, v0, w, h = box
+    depth[v0:v0 + h, u0:u0 + w] = plane_m - box_height_m
+    if np.dtype(dtype) == np.uint16:
+        return np.round(depth * 1000).astype(np.uint16)
+    return depth.astype(dtype)

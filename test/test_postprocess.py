@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+
+from grasp_fcn_ros.core.geometry import CropTransform
+from grasp_fcn_ros.core.postprocess import (
+    detect_grasps,
+    find_peaks,
+    GraspMaps,
+    maps_from_output,
+    PostprocessConfig,
+)
+
+
+def _quality_with_peaks(peaks, size=100):
+    q = np.zeros((size, size), np.float32)
+    for (r, c), value in peaks.items():
+        q[r, c] = value
+    return q
+
+
+def test_peaks_best_first_with_threshold():
+    q = _quality_with_peaks({(10, 10): 0.5, (50, 60): 0.9, (80, 20): 0.7, (30, 80): 0.1})
+    peaks = find_peaks(q, threshold=0.2, min_distance_px=5, max_peaks=10)
+    np.testing.assert_array_equal(peaks, [[50, 60], [80, 20], [10, 10]])
+
+
+def test_peaks_respect_max_count():
+    q = _quality_with_peaks({(10, 10): 0.5, (50, 60): 0.9, (80, 20): 0.7})
+    np.testing.assert_array_equal(find_peaks(q, 0.0, 5, 2), [[50, 60], [80, 20]])
+    assert find_peaks(q, 0.0, 5, 0).shape == (0, 2)
+
+
+def test_peaks_closer_than_min_distance_keep_the_better():
+    q = _quality_with_peaks({(50, 50): 0.9, (50, 56): 0.8, (50, 70): 0.7})
+    np.testing.assert_array_equal(find_peaks(q, 0.1, 10, 10), [[50, 50], [50, 70]])
+    np.testing.assert_array_equal(find_peaks(q, 0.1, 3, 10), [[50, 50], [50, 56], [50, 70]])
+
+
+def test_plateau_gives_one_peak():
+    q = np.zeros((60, 60), np.float32)
+    q[20:27, 20:27] = 0.8
+    peaks = find_peaks(q, 0.5, 10, 5)
+    assert len(peaks) == 1
+    assert 20 <= peaks[0][0] < 27 and 20 <= peaks[0][1] < 27
+
+
+def test_nothing_above_threshold_and_nan():
+    q = np.full((20, 20), 0.1, np.float32)
+    q[5, 5] = np.nan
+    assert find_peaks(q, 0.5, 3, 5).shape == (0, 2)
+
+
+def test_maps_from_output_angle_and_width():
+    out = np.zeros((4, 40, 40), np.float32)
+    phi = np.deg2rad(30.0)
+    out[0, 20, 20] = 1.0
+    out[1] = np.cos(2 * phi)
+    out[2] = np.sin(2 * phi)
+    out[3] = 0.4
+    config = PostprocessConfig(q_sigma_px=0, angle_sigma_px=0, width_sigma_px=0)
+    maps = maps_from_output(out, max_width_px=150.0, config=config)
+    np.testing.assert_allclose(maps.angle, phi, atol=1e-6)
+    np.testing.assert_allclose(maps.width_px, 60.0, rtol=1e-6)
+    assert maps.quality[20, 20] == 1.0
+
+
+def test_maps_clip_quality_and_negative_width():
+    out = np.zeros((4, 10, 10), np.float32)
+    out[0] = 1.7
+    out[3] = -0.5
+    maps = maps_from_output(out, 150.0, PostprocessConfig())
+    assert maps.quality.max() <= 1.0 and maps.width_px.min() >= 0.0
+
+
+def test_smoothing_moves_nothing_for_a_symmetric_blob():
+    out = np.zeros((4, 64, 64), np.float32)
+    out[0, 30:33, 40:43] = 1.0
+    maps = maps_from_output(out, 150.0, PostprocessConfig(q_sigma_px=2.0))
+    np.testing.assert_array_equal(find_peaks(maps.quality, 0.1, 5, 5), [[31, 41]])
+
+
+def test_detect_grasps_maps_to_source_pixels():
+    size = 400
+    q = np.zeros((size, size), np.float32)
+    q[100, 300] = 0.9
+    maps = GraspMaps(q, np.full_like(q, 0.25), np.full_like(q, 40.0))
+    transform = CropTransform(x0=80, y0=0, size=480, out_size=400)
+    config = PostprocessConfig(q_threshold=0.5, q_sigma_px=0)
+    (g,) = detect_grasps(maps, config, transform)
+    np.testing.assert_allclose([g.u, g.v], transform.to_source([300, 100]))
+    assert g.angle == pytest.approx(0.25)
+    assert g.width_px == pytest.approx(40.0 * 1.2)
+    assert g.quality == pytest.approx(0.9)

@@ -1,0 +1,99 @@
+import csv
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from grasp_fcn_ros.core.detector import DetectorConfig, GraspDetector
+from grasp_fcn_ros.core.model import GraspFCN, load_checkpoint, ModelConfig
+from grasp_fcn_ros.training.dataset import find_samples, make_example
+from grasp_fcn_ros.training.evaluate import evaluate, JACCARD_THRESHOLDS
+from grasp_fcn_ros.training.train import grasp_loss, train, TrainConfig
+
+from synthetic_cornell import write_dataset
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('cornell'))
+    write_dataset(root, count=3, defects=False)
+    return root
+
+
+class OracleBackend:
+    """Returns prepared output maps, one per call, in order."""
+
+    def __init__(self, outputs):
+        self.outputs = list(outputs)
+        self.config = ModelConfig()
+
+    def predict(self, batch):
+        return self.outputs.pop(0)[None]
+
+
+def test_model_that_outputs_the_ground_truth_scores_100(dataset):
+    samples = [s.load() for s in find_samples(dataset)[0]]
+    targets = [make_example(s, 400, 400, ModelConfig().max_width_px)[1] for s in samples]
+    detector = GraspDetector(OracleBackend(targets), DetectorConfig(crop_size_px=400))
+    result = evaluate(detector, samples)
+    assert result.images == 3
+    assert all(result.accuracy[j] == 1.0 for j in JACCARD_THRESHOLDS)
+    assert result.top_n[1] == 1.0 and result.top_n[5] == 1.0
+    assert set(result.to_json()) == {'images', 'accuracy', 'top_n'}
+    assert set(result.to_json()['accuracy']) == {'0.25', '0.30', '0.35', '0.40'}
+
+
+def test_model_that_outputs_nothing_scores_0(dataset):
+    samples = [s.load() for s in find_samples(dataset)[0]]
+    blank = [np.zeros((4, 400, 400), np.float32) for _ in samples]
+    result = evaluate(GraspDetector(OracleBackend(blank)), samples)
+    assert result.accuracy[0.25] == 0.0
+
+
+def test_a_few_steps_reduce_the_loss(dataset):
+    torch.manual_seed(0)
+    samples = [s.load() for s in find_samples(dataset)[0][:2]]
+    pairs = [make_example(s, 400, 400, 150.0) for s in samples]
+    x = torch.from_numpy(np.stack([p[0] for p in pairs]))
+    y = torch.from_numpy(np.stack([p[1] for p in pairs]))
+    model = GraspFCN().train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(6):
+        loss, _ = grasp_loss(model(x), y, (5.0, 3.0, 4.0))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_loss_weights_combine_the_terms():
+    pred = torch.zeros(1, 4, 2, 2)
+    target = torch.ones(1, 4, 2, 2)
+    total, parts = grasp_loss(pred, target, (5.0, 3.0, 4.0))
+    assert parts == {'quality': 1.0, 'angle': 2.0, 'width': 1.0}
+    assert total.item() == pytest.approx(5 + 6 + 4)
+
+
+def test_training_writes_checkpoints_log_and_resumes_identically(dataset, tmp_path):
+    def config(out, epochs):
+        return TrainConfig(dataset=dataset, output_dir=str(out), epochs=epochs, batch_size=2,
+                           seed=3, device='cpu', folds=3, fold=0)
+
+    quiet = dict(log=lambda *_: None)
+    straight = train(config(tmp_path / 'a', 2), **quiet)
+    train(config(tmp_path / 'b', 1), **quiet)
+    train(config(tmp_path / 'b', 2), resume=True, **quiet)
+    with open(straight['log']) as stream:
+        rows = list(csv.DictReader(stream))
+    assert [r['epoch'] for r in rows] == ['0', '1'] and rows[0]['val_images'] == '1'
+    assert os.path.isfile(straight['best'])
+    a = load_checkpoint(str(tmp_path / 'a' / 'last.pt'))
+    b = load_checkpoint(str(tmp_path / 'b' / 'last.pt'))
+    assert a['meta']['epoch'] == b['meta']['epoch'] == 1
+    for key, value in a['state_dict'].items():
+        torch.testing.assert_close(b['state_dict'][key], value, rtol=1e-4, atol=1e-5)
+    with open(tmp_path / 'b' / 'log.csv') as stream:
+        assert len(list(csv.DictReader(stream))) == 2
