@@ -16,9 +16,13 @@ from ..core.detector import DetectorConfig, GraspDetector
 from ..core.model import GraspFCN, load_checkpoint, ModelConfig, save_checkpoint
 from .dataset import AugmentConfig, find_samples, make_example, split_folds
 from .evaluate import evaluate
+from .renorm import set_renorm_limits, use_batch_renorm
 
-LOG_FIELDS = ('epoch', 'loss', 'loss_quality', 'loss_angle', 'loss_width', 'val_images',
-              'val_accuracy', 'seconds')
+LOG_FIELDS = ('epoch', 'loss', 'loss_quality', 'loss_angle', 'loss_width', 'train_accuracy',
+              'val_images', 'val_accuracy', 'seconds')
+
+#: Training images re-scored (without augmentation) after every epoch, to follow fitting.
+MONITOR_IMAGES = 16
 
 
 @dataclass
@@ -39,6 +43,9 @@ class TrainConfig:
     :param object_map: optional image -> object file for object-wise splits.
     :param crop_size_px: source crop side, as the detector's ``crop_size_px``.
     :param channels_last: train in the channels-last memory format (faster on CPUs).
+    :param batch_renorm: train the BatchNorm layers with Batch Renormalization (see
+        :mod:`~grasp_fcn_ros.training.renorm`); inference is unchanged.
+    :param renorm_warmup_steps: optimiser steps over which the renormalisation limits relax.
     :param augment: random crop / zoom / rotation settings, or None.
     """
 
@@ -56,6 +63,8 @@ class TrainConfig:
     object_map: str = None
     crop_size_px: int = 400
     channels_last: bool = True
+    batch_renorm: bool = True
+    renorm_warmup_steps: int = 200
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -137,6 +146,7 @@ def train(config, resume=False, progress=None, log=print):
     model_config = ModelConfig()
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = GraspFCN(model_config).to(device, memory_format=memory_format)
+    renorm_layers = use_batch_renorm(model) if config.batch_renorm else []
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     last_path = os.path.join(config.output_dir, 'last.pt')
     best_path = os.path.join(config.output_dir, 'best.pt')
@@ -162,7 +172,9 @@ def train(config, resume=False, progress=None, log=print):
         totals = np.zeros(4)
         bar = progress(total=steps_per_epoch, desc=f'epoch {epoch + 1}/{config.epochs}',
                        leave=False) if progress else None
-        for x, y in _batches(train_set, config, model_config, epoch):
+        for step, (x, y) in enumerate(_batches(train_set, config, model_config, epoch)):
+            set_renorm_limits(renorm_layers, epoch * steps_per_epoch + step,
+                              config.renorm_warmup_steps)
             x, y = x.to(device).contiguous(memory_format=memory_format), y.to(device)
             loss, parts = grasp_loss(model(x), y, config.weights)
             optimiser.zero_grad(set_to_none=True)
@@ -176,6 +188,7 @@ def train(config, resume=False, progress=None, log=print):
         if bar:
             bar.close()
         totals /= len(train_set)
+        fit = validate(model, train_set[:MONITOR_IMAGES], config, device).accuracy[0.25]
         accuracy = float('nan')
         if val_set:
             accuracy = validate(model, val_set, config, device).accuracy[0.25]
@@ -188,10 +201,11 @@ def train(config, resume=False, progress=None, log=print):
         save_checkpoint(last_path, model,
                         dict(meta, best=best, optimiser=optimiser.state_dict()))
         with open(log_path, 'a', newline='') as stream:
-            csv.writer(stream).writerow([epoch, *[f'{v:.6f}' for v in totals], len(val_set),
-                                         f'{accuracy:.4f}', f'{seconds:.1f}'])
+            csv.writer(stream).writerow([epoch, *[f'{v:.6f}' for v in totals], f'{fit:.4f}',
+                                         len(val_set), f'{accuracy:.4f}', f'{seconds:.1f}'])
         log(f'epoch {epoch + 1}/{config.epochs}: loss {totals[0]:.4f} '
             f'(q {totals[1]:.4f} angle {totals[2]:.4f} width {totals[3]:.4f})'
+            + f', train acc@0.25 {100 * fit:.1f} %'
             + (f', val acc@0.25 {100 * accuracy:.1f} %' if val_set else '')
             + f', {seconds:.0f} s')
     summary = {'best_epoch': best['epoch'], 'best_val_accuracy': best['accuracy'],
