@@ -25,9 +25,7 @@ class BatchRenorm2d(nn.BatchNorm2d):
     def forward(self, x):
         if not self.training:
             return super().forward(x)
-        dims = (0, 2, 3)
-        mean = x.mean(dims)
-        var = x.var(dims, unbiased=False)
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
         std = torch.sqrt(var + self.eps)
         running_std = torch.sqrt(self.running_var + self.eps)
         r = (std.detach() / running_std).clamp(1.0 / self.r_max, self.r_max)
@@ -37,9 +35,10 @@ class BatchRenorm2d(nn.BatchNorm2d):
             self.running_mean.lerp_(mean, self.momentum)
             self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
             self.num_batches_tracked += 1
-        shape = (1, -1, 1, 1)
-        x_hat = (x - mean.view(shape)) / std.view(shape) * r.view(shape) + d.view(shape)
-        return x_hat * self.weight.view(shape) + self.bias.view(shape)
+        # ((x - mean) / std * r + d) * weight + bias, as one per-channel affine map of x
+        scale = self.weight * r / std
+        shift = self.bias + self.weight * d - mean * scale
+        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
 
 
 def use_batch_renorm(model):
