@@ -1,0 +1,593 @@
+"""The ``grasp_detector`` ROS 2 node: depth images in, grasp poses out.
+
+Subscribes to ``depth`` (sensor_msgs/Image), ``camera_info`` and optionally ``color``; publishes
+``~/grasps``, ``~/best_grasp``, ``~/grasp_details``, ``~/markers``, ``~/latency`` and, on
+demand, ``~/quality_image`` and ``~/debug_image``. Callbacks only store the newest message; a
+worker thread runs the detector on the newest depth frame, so a slow model skips frames instead
+of building a queue. A depth frame is paired with the camera_info of the same stamp when one
+arrived, else with the newest. All the maths lives in :mod:`grasp_fcn_ros.core`.
+"""
+
+from collections import deque, OrderedDict
+from dataclasses import dataclass
+import threading
+import time
+import traceback
+
+import cv2
+from geometry_msgs.msg import PoseArray, PoseStamped
+import numpy as np
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Float32MultiArray
+from visualization_msgs.msg import MarkerArray
+
+from .core.backends import BACKENDS, create_backend, DEVICES
+from .core.depth import DepthError
+from .core.detector import DetectorConfig, GraspDetector
+from .core.geometry import GeometryError
+from .core.postprocess import PostprocessConfig
+from .resources import default_model_path
+from .ros_conversions import (
+    depth_from_image,
+    grasp_to_pose_stamped,
+    grasps_to_cloud,
+    grasps_to_markers,
+    grasps_to_pose_array,
+    image_from_float,
+    image_from_rgb,
+    ImageError,
+    intrinsics_from_camera_info,
+    latency_message,
+    LATENCY_STAGES,
+    make_header,
+    quality_color,
+    rgb_from_image,
+)
+from .transforms import create_tf_lookup, transform_grasps, TransformError
+
+NODE_NAME = 'grasp_detector'
+
+#: Seconds between two identical warnings about bad input (a good frame resets this).
+WARN_THROTTLE_S = 5.0
+#: How long shutdown waits for the frame in progress, seconds.
+WORKER_JOIN_TIMEOUT_S = 10.0
+#: Period of the timer that writes the latency log line, seconds.
+STATS_TIMER_PERIOD_S = 0.5
+#: camera_info messages kept to pair a depth frame with the one of the same stamp.
+CAMERA_INFO_HISTORY = 10
+
+#: ``image_reliability`` values -> QoS reliability of the image subscriptions.
+RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
+               'reliable': ReliabilityPolicy.RELIABLE}
+
+
+def image_qos(reliability='best_effort'):
+    """Image subscriptions: only the newest frame matters (keep last 1); best effort matches
+    reliable and best-effort publishers."""
+    return QoSProfile(reliability=RELIABILITY[reliability], history=HistoryPolicy.KEEP_LAST,
+                      depth=1, durability=DurabilityPolicy.VOLATILE)
+
+
+#: camera_info: best effort + volatile also match reliable and transient-local (latched)
+#: publishers, so any camera driver connects; it is sent with every frame, a lost one is
+#: replaced by the next.
+CAMERA_INFO_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
+                             history=HistoryPolicy.KEEP_LAST, depth=5,
+                             durability=DurabilityPolicy.VOLATILE)
+#: Outputs: reliable serves both reliable and best-effort subscribers (RViz, controllers).
+OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                        depth=5)
+IMAGE_OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
+                              history=HistoryPolicy.KEEP_LAST, depth=1)
+
+#: Parameters whose change reloads the model.
+MODEL_PARAMETERS = ('model_path', 'device', 'backend')
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """A node parameter: default, description and allowed range.
+
+    :param default: default value (its type is the parameter's type).
+    :param description: what it does, with units.
+    :param range: (min, max) inclusive for numbers, or None.
+    :param read_only: True when a change needs a restart.
+    :param constraints: allowed values in words, for strings.
+    """
+
+    default: object
+    description: str
+    range: tuple = None
+    read_only: bool = False
+    constraints: str = ''
+
+    def descriptor(self):
+        """The rcl_interfaces ParameterDescriptor of this parameter."""
+        descriptor = ParameterDescriptor(description=self.description, read_only=self.read_only,
+                                         additional_constraints=self.constraints)
+        if self.range is not None and isinstance(self.default, float):
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(self.range[0]), to_value=float(self.range[1]), step=0.0)]
+        elif self.range is not None and isinstance(self.default, int) and not isinstance(
+                self.default, bool):
+            descriptor.integer_range = [IntegerRange(
+                from_value=int(self.range[0]), to_value=int(self.range[1]), step=1)]
+        return descriptor
+
+
+_CORE = DetectorConfig()
+_POST = _CORE.postprocess
+
+#: Every parameter of the node, in declaration order; config/detector.yaml holds the same
+#: defaults. Detector defaults come from the core's DetectorConfig / PostprocessConfig.
+PARAMETERS = {
+    'model_path': ParameterSpec(
+        '', "grasp network checkpoint; '' = the packaged model (models/grasp_fcn_cornell.pt). "
+        'A change reloads the model (rejected, old model kept, when it cannot be loaded)'),
+    'device': ParameterSpec(
+        'auto', 'inference device; auto = CUDA when available, else CPU. A change reloads the '
+        'model', constraints=f"one of {', '.join(DEVICES)} or cuda:N"),
+    'backend': ParameterSpec(
+        'torch', 'inference backend. A change reloads the model',
+        constraints=f"one of {', '.join(BACKENDS)}"),
+    'depth_scale': ParameterSpec(
+        0.001, 'metres per unit of 16UC1 / mono16 depth images (0.001 = millimetres)',
+        (1e-6, 1.0)),
+    'crop_size': ParameterSpec(
+        _CORE.crop_size_px, 'side of the square window cut from the depth image and resized '
+        'to the network input, source pixels; 0 = the largest centred square', (0, 8192)),
+    'crop_offset_x': ParameterSpec(
+        _CORE.crop_offset_x_px, 'shift of the window centre to the right, source pixels',
+        (-8192, 8192)),
+    'crop_offset_y': ParameterSpec(
+        _CORE.crop_offset_y_px, 'shift of the window centre downwards, source pixels',
+        (-8192, 8192)),
+    'min_depth': ParameterSpec(
+        _CORE.min_depth_m, 'nearest valid depth, metres (must be below max_depth)',
+        (0.0, 100.0)),
+    'max_depth': ParameterSpec(
+        _CORE.max_depth_m, 'farthest valid depth, metres (must be above min_depth)',
+        (0.0, 100.0)),
+    'q_threshold': ParameterSpec(
+        _POST.q_threshold, 'smallest grasp quality published, [0, 1]', (0.0, 1.0)),
+    'max_grasps': ParameterSpec(
+        _POST.max_grasps, 'most grasps published per frame', (1, 100)),
+    'min_distance': ParameterSpec(
+        _POST.min_distance_px, 'smallest distance between two grasps, network pixels',
+        (1, 200)),
+    'q_sigma': ParameterSpec(
+        _POST.q_sigma_px, 'Gaussian sigma smoothing the quality map, network pixels (0 = none)',
+        (0.0, 50.0)),
+    'angle_sigma': ParameterSpec(
+        _POST.angle_sigma_px, 'Gaussian sigma smoothing the angle maps, network pixels '
+        '(0 = none)', (0.0, 50.0)),
+    'width_sigma': ParameterSpec(
+        _POST.width_sigma_px, 'Gaussian sigma smoothing the width map, network pixels '
+        '(0 = none)', (0.0, 50.0)),
+    'depth_radius': ParameterSpec(
+        _CORE.depth_radius_px, 'half side of the window whose median depth places a grasp, '
+        'source pixels', (0, 50)),
+    'output_frame': ParameterSpec(
+        '', "frame of the published grasps; '' = the depth camera's frame, else transformed "
+        'through tf2'),
+    'publish_debug_images': ParameterSpec(
+        False, 'publish ~/quality_image and ~/debug_image even when nobody subscribes'),
+    'image_reliability': ParameterSpec(
+        'best_effort', 'QoS reliability of the depth and color subscriptions. best_effort '
+        'matches every publisher; reliable also receives images larger than the middleware '
+        "sends whole (Fast DDS's default 512 KiB shared-memory segment) but needs a reliable "
+        'publisher. A change needs a restart', read_only=True,
+        constraints='best_effort or reliable'),
+    'latency_log_period': ParameterSpec(
+        10.0, 'seconds between log lines with frame rate and p50/p99 latency; 0 = off',
+        (0.0, 3600.0)),
+}
+
+#: name -> default value, the single source of the defaults.
+DEFAULTS = {name: spec.default for name, spec in PARAMETERS.items()}
+
+
+def validate_settings(values):
+    """Check relations between parameter values that ranges alone cannot express.
+
+    :param values: dict name -> value of every parameter.
+    :returns: None when the settings are usable, else the reason.
+    """
+    if values['min_depth'] >= values['max_depth']:
+        return (f"min_depth ({values['min_depth']} m) must be smaller than max_depth "
+                f"({values['max_depth']} m)")
+    device = str(values['device']).strip().lower()
+    if device not in DEVICES and not (device.startswith('cuda:') and device[5:].isdigit()):
+        return (f"unknown device '{values['device']}' (expected one of "
+                f"{', '.join(DEVICES)} or cuda:N)")
+    if values['image_reliability'] not in RELIABILITY:
+        return (f"unknown image_reliability '{values['image_reliability']}' (expected one of "
+                f"{', '.join(RELIABILITY)})")
+    if values['backend'] not in BACKENDS:
+        return f"unknown backend '{values['backend']}' (expected one of {', '.join(BACKENDS)})"
+    return None
+
+
+def detector_config(values):
+    """The core :class:`DetectorConfig` of a dict of parameter values."""
+    post = PostprocessConfig(
+        q_threshold=float(values['q_threshold']), max_grasps=int(values['max_grasps']),
+        min_distance_px=int(values['min_distance']), q_sigma_px=float(values['q_sigma']),
+        angle_sigma_px=float(values['angle_sigma']),
+        width_sigma_px=float(values['width_sigma']))
+    return DetectorConfig(
+        crop_size_px=int(values['crop_size']), crop_offset_x_px=int(values['crop_offset_x']),
+        crop_offset_y_px=int(values['crop_offset_y']), min_depth_m=float(values['min_depth']),
+        max_depth_m=float(values['max_depth']), depth_radius_px=int(values['depth_radius']),
+        postprocess=post)
+
+
+def model_file(values):
+    """The checkpoint path a set of parameter values asks for."""
+    return values['model_path'] or default_model_path()
+
+
+def quality_in_source(quality, transform, width, height):
+    """The network-resolution quality map placed back into the source image (0 outside)."""
+    out = np.zeros((height, width), dtype=np.float32)
+    resized = cv2.resize(np.asarray(quality, dtype=np.float32), (transform.size, transform.size),
+                         interpolation=cv2.INTER_LINEAR)
+    transform.crop(out)[...] = resized
+    return out
+
+
+def depth_colormap(depth_m):
+    """RGB uint8 rendering of a depth image (near to far over the 1-99 % range; invalid black)."""
+    depth_m = np.asarray(depth_m, dtype=np.float32)
+    valid = np.isfinite(depth_m) & (depth_m > 0)
+    rgb = np.zeros(depth_m.shape + (3,), dtype=np.uint8)
+    if not valid.any():
+        return rgb
+    lo, hi = np.percentile(depth_m[valid], [1.0, 99.0])
+    scaled = np.clip((np.where(valid, depth_m, lo) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    bgr = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb[~valid] = 0
+    return rgb
+
+
+def render_overlay(base_rgb, detection):
+    """Draw the crop window and the grasp rectangles (coloured by quality) on an RGB image."""
+    image = np.ascontiguousarray(base_rgb, dtype=np.uint8).copy()
+    t = detection.transform
+    cv2.rectangle(image, (t.x0, t.y0), (t.x0 + t.size - 1, t.y0 + t.size - 1),
+                  (255, 255, 255), 1)
+    for grasp in reversed(detection.grasps_2d):  # the best grasp is drawn last, on top
+        c = quality_color(grasp.quality)
+        colour = (int(255 * c.r), int(255 * c.g), int(255 * c.b))
+        corners = np.round(grasp.polygon()).astype(np.int32)
+        cv2.polylines(image, [corners], True, colour, 2)
+        cv2.circle(image, (int(round(grasp.u)), int(round(grasp.v))), 3, colour, -1)
+    return image
+
+
+class GraspDetectorNode(Node):
+    """Detects grasps in the newest depth frame and publishes them as poses and markers."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending = None  # (depth msg, perf_counter at receipt): the one-slot mailbox
+        self._stopping = False
+        # camera_info entries (intrinsics or None, error text or None, frame_id): the newest,
+        # and the last few by stamp so a depth frame gets the camera_info sent with it
+        self._camera_info = None
+        self._camera_infos = OrderedDict()
+        self._color_msg = None
+        self._reported = {}
+        self._stats = {'totals': deque(), 'skipped': 0, 'since': time.monotonic(),
+                       'quiet': False}
+
+        for name, spec in PARAMETERS.items():
+            self.declare_parameter(name, spec.default, spec.descriptor())
+        self._values = {name: self.get_parameter(name).value for name in PARAMETERS}
+        problem = validate_settings(self._values)
+        if problem:
+            self.get_logger().error(f'invalid parameters: {problem}')
+        self._config = detector_config(self._values)
+        self._backend, self._model_error = None, None
+        try:
+            self._backend = self._load_backend(self._values)
+        except Exception as exc:  # any load failure leaves the node up
+            self._model_error = f"cannot load the grasp model '{model_file(self._values)}': {exc}"
+            self.get_logger().error(
+                f'{self._model_error}. The node stays up without a model; set model_path to a '
+                'valid checkpoint.')
+        self._tf = None
+        if self._values['output_frame']:
+            try:
+                self._tf = create_tf_lookup(self)
+            except TransformError as exc:
+                self.get_logger().error(f'{exc}; grasps are published in the camera frame')
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._best_pub = self.create_publisher(PoseStamped, '~/best_grasp', OUTPUT_QOS)
+        self._grasps_pub = self.create_publisher(PoseArray, '~/grasps', OUTPUT_QOS)
+        self._details_pub = self.create_publisher(PointCloud2, '~/grasp_details', OUTPUT_QOS)
+        self._markers_pub = self.create_publisher(MarkerArray, '~/markers', OUTPUT_QOS)
+        self._quality_pub = self.create_publisher(Image, '~/quality_image', IMAGE_OUTPUT_QOS)
+        self._debug_pub = self.create_publisher(Image, '~/debug_image', IMAGE_OUTPUT_QOS)
+        self._latency_pub = self.create_publisher(Float32MultiArray, '~/latency', OUTPUT_QOS)
+
+        # camera_info first: when both are ready at once, the executor serves it before depth
+        self._info_sub = self.create_subscription(CameraInfo, 'camera_info',
+                                                  self._on_camera_info, CAMERA_INFO_QOS)
+        qos = image_qos(self._values['image_reliability']
+                        if self._values['image_reliability'] in RELIABILITY else 'best_effort')
+        self._depth_sub = self.create_subscription(Image, 'depth', self._on_depth, qos)
+        self._color_sub = self.create_subscription(Image, 'color', self._on_color, qos)
+        self._stats_timer = self.create_timer(STATS_TIMER_PERIOD_S, self._log_stats)
+
+        self._worker = threading.Thread(target=self._work, name='grasp_detector_worker',
+                                        daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"listening on '{self._depth_sub.topic_name}' and "
+            f"'{self._info_sub.topic_name}' (model: "
+            f"{'none' if self._backend is None else self._describe_backend(self._backend)})")
+
+    # --- model and parameters -----------------------------------------------------------------
+
+    def _load_backend(self, values):
+        path = model_file(values)
+        return create_backend(path, values['backend'], values['device'])
+
+    @staticmethod
+    def _describe_backend(backend):
+        return f'{backend.name} on {backend.device}'
+
+    def _on_set_parameters(self, parameters):
+        changes = {p.name: p.value for p in parameters if p.name in PARAMETERS}
+        if not changes:
+            return SetParametersResult(successful=True)
+        with self._lock:
+            current, has_model = dict(self._values), self._backend is not None
+        candidate = dict(current)
+        candidate.update(changes)
+        problem = validate_settings(candidate)
+        if problem:
+            self.get_logger().warning(f'parameter change rejected: {problem}')
+            return SetParametersResult(successful=False, reason=problem)
+        backend = None
+        if any(name in changes and (changes[name] != current[name] or not has_model)
+               for name in MODEL_PARAMETERS):
+            try:
+                backend = self._load_backend(candidate)
+            except Exception as exc:  # reject, keep the old model
+                reason = (f"cannot load the grasp model '{model_file(candidate)}': {exc}; "
+                          'keeping the current model')
+                self.get_logger().error(f'parameter change rejected: {reason}')
+                return SetParametersResult(successful=False, reason=reason)
+        if changes.get('output_frame') and self._tf is None:
+            try:
+                self._tf = create_tf_lookup(self)
+            except TransformError as exc:
+                self.get_logger().warning(f'parameter change rejected: {exc}')
+                return SetParametersResult(successful=False, reason=str(exc))
+        with self._lock:
+            self._values = candidate
+            self._config = detector_config(candidate)
+            if backend is not None:
+                self._backend, self._model_error = backend, None
+        described = ', '.join(f'{k}={v!r}' for k, v in changes.items())
+        if backend is not None:
+            described += f' (model {model_file(candidate)}: {self._describe_backend(backend)})'
+        self.get_logger().info(f'parameters changed: {described}; applied from the next frame')
+        return SetParametersResult(successful=True)
+
+    # --- callbacks: store the newest message only ---------------------------------------------
+
+    def _on_depth(self, msg):
+        received = time.perf_counter()
+        with self._wake:
+            if self._pending is not None:
+                self._stats['skipped'] += 1
+            self._pending = (msg, received)
+            self._wake.notify()
+
+    def _on_camera_info(self, msg):
+        try:
+            entry = (intrinsics_from_camera_info(msg), None, msg.header.frame_id)
+        except GeometryError as exc:
+            entry = (None, f'unusable camera_info: {exc}', msg.header.frame_id)
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        with self._lock:
+            self._camera_info = entry
+            self._camera_infos[key] = entry
+            self._camera_infos.move_to_end(key)
+            while len(self._camera_infos) > CAMERA_INFO_HISTORY:
+                self._camera_infos.popitem(last=False)
+
+    def _on_color(self, msg):
+        with self._lock:
+            self._color_msg = msg
+
+    # --- worker -------------------------------------------------------------------------------
+
+    def _work(self):
+        while True:
+            with self._wake:
+                while self._pending is None and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                msg, received = self._pending
+                self._pending = None
+            try:
+                self._process(msg, received)
+            except Exception as exc:  # a frame must never kill the worker
+                if self._stopping or not self.context.ok():
+                    return
+                self._report('internal', f'frame failed unexpectedly: {exc!r}\n'
+                             f'{traceback.format_exc()}', error=True)
+
+    def _report(self, key, text, error=False):
+        """Log a per-frame problem; the same text again within WARN_THROTTLE_S is dropped."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._reported.get((key, text))
+            if last is not None and now - last < WARN_THROTTLE_S:
+                return
+            self._reported[(key, text)] = now
+        if error:
+            self.get_logger().error(text)
+        else:
+            self.get_logger().warning(text)
+
+    def _process(self, msg, received):
+        with self._lock:
+            backend, config, values = self._backend, self._config, self._values
+            stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+            camera_info = self._camera_infos.get(stamp, self._camera_info)
+            model_error = self._model_error
+        described = f'depth frame {msg.width}x{msg.height} {msg.encoding!r}'
+        if backend is None:
+            self._report('model', f'{described} skipped: no grasp model loaded ({model_error})',
+                         error=True)
+            return
+        t0 = time.perf_counter()
+        try:
+            depth_m = depth_from_image(msg, values['depth_scale'])
+        except DepthError as exc:
+            self._report('decode', f'{described} skipped: {exc}')
+            return
+        t1 = time.perf_counter()
+        if camera_info is None:
+            self._report('camera_info', f"{described} skipped: no camera_info received yet on "
+                         f"'{self._info_sub.topic_name}'")
+            return
+        intrinsics, info_error, info_frame = camera_info
+        if info_error:
+            self._report('camera_info', f'{described} skipped: {info_error}')
+            return
+        try:
+            detection = GraspDetector(backend, config).detect(depth_m, intrinsics)
+        except (DepthError, GeometryError) as exc:
+            self._report('detect', f'{described} skipped: {exc}')
+            return
+        t2 = time.perf_counter()
+        grasps = detection.grasps_3d
+        frame_id = msg.header.frame_id or info_frame
+        output_frame = values['output_frame']
+        if output_frame and output_frame != frame_id and self._tf is not None:
+            try:
+                translation, rotation = self._tf.lookup(output_frame, frame_id,
+                                                        msg.header.stamp)
+            except TransformError as exc:
+                self._report('tf', f'{described} skipped: {exc}')
+                return
+            grasps = transform_grasps(grasps, translation, rotation)
+            frame_id = output_frame
+        t3 = time.perf_counter()
+
+        header = make_header(msg.header.stamp, frame_id)
+        if grasps:
+            self._best_pub.publish(grasp_to_pose_stamped(grasps[0], header))
+        self._grasps_pub.publish(grasps_to_pose_array(grasps, header))
+        self._details_pub.publish(grasps_to_cloud(grasps, header))
+        self._markers_pub.publish(grasps_to_markers(grasps, header))
+        self._publish_images(msg, depth_m, detection, values)
+        t4 = time.perf_counter()
+
+        stages = dict(detection.timings_ms, decode=(t1 - t0) * 1e3, publish=(t4 - t3) * 1e3,
+                      total=(t4 - received) * 1e3)
+        stages['projection'] = stages.get('projection', 0.0) + (t3 - t2) * 1e3  # + tf
+        timings = {name: stages.get(name, 0.0) for name in LATENCY_STAGES}
+        self._latency_pub.publish(latency_message(timings))
+        with self._lock:
+            self._reported.clear()
+            self._stats['totals'].append(timings['total'])
+
+    def _publish_images(self, msg, depth_m, detection, values):
+        forced = values['publish_debug_images']
+        height, width = depth_m.shape
+        camera_header = make_header(msg.header.stamp, msg.header.frame_id)
+        if forced or self._quality_pub.get_subscription_count() > 0:
+            quality = quality_in_source(detection.maps.quality, detection.transform, width,
+                                        height)
+            self._quality_pub.publish(image_from_float(quality, camera_header))
+        if forced or self._debug_pub.get_subscription_count() > 0:
+            base = None
+            with self._lock:
+                color_msg = self._color_msg  # the newest, read after inference
+            if color_msg is not None:
+                try:
+                    base = rgb_from_image(color_msg)
+                except ImageError as exc:
+                    self._report('color', f'colour image ignored for the overlay: {exc}')
+            if base is None:
+                base = depth_colormap(depth_m)
+            elif base.shape[:2] != (height, width):
+                base = cv2.resize(base, (width, height), interpolation=cv2.INTER_AREA)
+            self._debug_pub.publish(image_from_rgb(render_overlay(base, detection),
+                                                   camera_header))
+
+    def _log_stats(self):
+        period = self._values['latency_log_period']
+        now = time.monotonic()
+        with self._lock:
+            stats = self._stats
+            if period <= 0 or now - stats['since'] < period:
+                return
+            totals = np.array(stats['totals'], dtype=np.float64)
+            skipped = stats['skipped']
+            elapsed = now - stats['since']
+            stats['totals'].clear()
+            stats['skipped'] = 0
+            stats['since'] = now
+            was_quiet = stats['quiet']
+            stats['quiet'] = totals.size == 0
+        if totals.size == 0:
+            if not was_quiet:
+                self.get_logger().info(
+                    f"no frame processed in the last {elapsed:.1f} s (waiting for "
+                    f"'{self._depth_sub.topic_name}')")
+            return
+        p50, p99 = np.percentile(totals, [50.0, 99.0])
+        self.get_logger().info(
+            f'{totals.size} frames in {elapsed:.1f} s ({totals.size / elapsed:.2f} Hz), '
+            f'receive-to-publish latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, '
+            f'{skipped} frames skipped for newer ones')
+
+    def destroy_node(self):
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._worker.is_alive() and self._worker is not threading.current_thread():
+            self._worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
+        return super().destroy_node()
+
+
+def main(args=None):
+    """Entry point of ``ros2 run grasp_fcn detector``."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = GraspDetectorNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

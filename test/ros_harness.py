@@ -1,0 +1,399 @@
+"""Helpers for multi-process ROS 2 tests of the grasp_detector node.
+
+The node runs in its own process (``python -m grasp_fcn_ros.node --ros-args ...``) with its
+output captured to a file; the test talks to it through a test-side rclpy node in a private
+context. Discovery stays on this machine (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) and each
+test module uses its own ``ROS_DOMAIN_ID``. Waits are condition-based with a timeout.
+"""
+
+import array
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PoseArray, PoseStamped
+import numpy as np
+from rcl_interfaces.srv import GetParameters, SetParameters
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter, parameter_value_to_python
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Float32MultiArray
+from visualization_msgs.msg import MarkerArray
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Fast DDS participant profile for the test processes: shared memory only (nothing leaves the
+#: machine) with segments large enough for whole depth images. With the default transports a
+#: best-effort subscription loses images over the 512 KiB default segment (a 640x480 16UC1
+#: image is 600 KiB): they fall back to fragmented UDP and lose a fragment.
+FASTDDS_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
+<dds xmlns="http://www.eprosima.com">
+  <profiles>
+    <transport_descriptors>
+      <transport_descriptor>
+        <transport_id>grasp_fcn_test_shm</transport_id>
+        <type>SHM</type>
+        <segment_size>8388608</segment_size>
+        <port_queue_capacity>64</port_queue_capacity>
+      </transport_descriptor>
+    </transport_descriptors>
+    <participant profile_name="grasp_fcn_test" is_default_profile="true">
+      <rtps>
+        <userTransports>
+          <transport_id>grasp_fcn_test_shm</transport_id>
+        </userTransports>
+        <useBuiltinTransports>false</useBuiltinTransports>
+      </rtps>
+    </participant>
+  </profiles>
+</dds>
+"""
+
+#: Reliable, keep the last 10: what the test side uses for its publishers and subscribers.
+TEST_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                      depth=10)
+
+
+def unique_domain_id(salt):
+    """A ROS domain id in 1..101 derived from this process and a per-module salt."""
+    return 1 + (os.getpid() * 7919 + zlib.crc32(salt.encode())) % 101
+
+
+def fastdds_profile_path():
+    """Write :data:`FASTDDS_PROFILE` to the temporary folder (once; the name is its checksum)
+    and return its path."""
+    name = f'grasp_fcn_test_fastdds_{zlib.crc32(FASTDDS_PROFILE.encode()):08x}.xml'
+    path = os.path.join(tempfile.gettempdir(), name)
+    if not os.path.isfile(path):
+        partial = f'{path}.{os.getpid()}'
+        with open(partial, 'w') as stream:
+            stream.write(FASTDDS_PROFILE)
+        os.replace(partial, path)
+    return path
+
+
+def use_test_transport():
+    """Make rclpy participants created later in this process use :data:`FASTDDS_PROFILE`.
+
+    Fast DDS reads the profile when the first participant of the process is created, so this
+    must run before anything in the process initialises rclpy.
+    """
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = fastdds_profile_path()
+
+
+def ros_environment(domain_id):
+    """Environment for a ROS process of a test: local discovery, own domain, unbuffered logs,
+    the shared-memory transport of :data:`FASTDDS_PROFILE`."""
+    env = dict(os.environ)
+    env.update({
+        'FASTDDS_DEFAULT_PROFILES_FILE': fastdds_profile_path(),
+        'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
+        'ROS_DOMAIN_ID': str(domain_id),
+        'PYTHONUNBUFFERED': '1',
+        'RCUTILS_LOGGING_BUFFERED_STREAM': '1',
+        'RCUTILS_COLORIZED_OUTPUT': '0',
+        'PYTHONPATH': os.pathsep.join(p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p),
+    })
+    env.pop('ROS_LOCALHOST_ONLY', None)
+    return env
+
+
+def _parameter_argument(name, value):
+    if isinstance(value, bool):
+        text = 'true' if value else 'false'
+    elif isinstance(value, float):
+        text = repr(float(value))
+    elif isinstance(value, str) and value == '':
+        text = "''"
+    else:
+        text = str(value)
+    return f'{name}:={text}'
+
+
+class NodeProcess:
+    """The detector node in its own process, its stdout and stderr in ``log_path``.
+
+    :param log_path: file receiving the process output.
+    :param domain_id: ROS_DOMAIN_ID of the process.
+    :param parameters: dict name -> value passed with ``-p``.
+    :param namespace: node namespace (``/x``) or None.
+    """
+
+    def __init__(self, log_path, domain_id, parameters=None, namespace=None):
+        self.log_path = str(log_path)
+        command = [sys.executable, '-m', 'grasp_fcn_ros.node', '--ros-args']
+        for name, value in (parameters or {}).items():
+            command += ['-p', _parameter_argument(name, value)]
+        if namespace:
+            command += ['-r', f'__ns:={namespace}']
+        self._log = open(self.log_path, 'wb')
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=ros_environment(domain_id), cwd=REPO_ROOT)
+        self.returncode = None
+
+    def log(self, start=0):
+        """The captured output from byte offset ``start`` on."""
+        with open(self.log_path, 'rb') as stream:
+            stream.seek(start)
+            return stream.read().decode('utf-8', errors='replace')
+
+    def log_offset(self):
+        """Current size of the captured output, to read only what comes after."""
+        return os.path.getsize(self.log_path)
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def stop(self, timeout=30.0):
+        """SIGINT, then wait; kills the process when it does not exit in time.
+
+        :returns: the exit code (None when it had to be killed).
+        """
+        if self.returncode is not None or self.process.poll() is not None:
+            self.returncode = self.process.poll() if self.returncode is None else self.returncode
+            self._log.close()
+            return self.returncode
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.returncode = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            self.returncode = None
+        self._log.close()
+        return self.returncode
+
+
+def _stamp_key(msg):
+    if hasattr(msg, 'header'):
+        stamp = msg.header.stamp
+    elif getattr(msg, 'markers', None):
+        stamp = msg.markers[0].header.stamp
+    else:
+        return None
+    return stamp.sec, stamp.nanosec
+
+
+class Inbox:
+    """Messages received on one subscription, in arrival order."""
+
+    def __init__(self):
+        self.messages = []
+
+    def __call__(self, msg):
+        self.messages.append(msg)
+
+    def __len__(self):
+        return len(self.messages)
+
+    def with_stamp(self, stamp):
+        """Received messages whose header stamp (a MarkerArray's: its first marker's) equals
+        ``stamp``."""
+        key = (stamp.sec, stamp.nanosec)
+        return [m for m in self.messages if _stamp_key(m) == key]
+
+    def clear(self):
+        self.messages.clear()
+
+
+class RosClient:
+    """A test-side rclpy node in its own context, spun by the waiting helpers.
+
+    :param domain_id: ROS_DOMAIN_ID to join.
+    :param name: node name.
+    """
+
+    def __init__(self, domain_id, name='grasp_fcn_test_client'):
+        use_test_transport()
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._clients = {}
+
+    def publisher(self, msg_type, topic, qos=TEST_QOS):
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def subscribe(self, msg_type, topic, qos=TEST_QOS):
+        """Subscribe and collect the messages in an :class:`Inbox`."""
+        inbox = Inbox()
+        inbox.subscription = self.node.create_subscription(msg_type, topic, inbox, qos)
+        return inbox
+
+    def spin(self, duration_s):
+        """Serve callbacks for ``duration_s`` (for absence checks only)."""
+        self.wait_for(lambda: False, duration_s)
+
+    def wait_for(self, predicate, timeout_s, period_s=0.02):
+        """Spin until ``predicate()`` is true or the timeout passes.
+
+        :returns: the final value of ``predicate()``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            self.executor.spin_once(timeout_sec=period_s)
+        return bool(predicate())
+
+    def call(self, srv_type, name, request, timeout_s=60.0):
+        """Call a service, waiting for it to appear and answer.
+
+        :raises TimeoutError: when there is no service or no answer in time.
+        """
+        client = self._clients.get(name)
+        if client is None:
+            client = self._clients[name] = self.node.create_client(srv_type, name)
+        if not self.wait_for(client.service_is_ready, timeout_s):
+            raise TimeoutError(f'service {name} not available after {timeout_s} s')
+        future = client.call_async(request)
+        if not self.wait_for(future.done, timeout_s):
+            raise TimeoutError(f'service {name} did not answer in {timeout_s} s')
+        return future.result()
+
+    def set_parameters(self, node_name, values, timeout_s=60.0):
+        """Set parameters through ``<node>/set_parameters``.
+
+        :returns: list of rcl_interfaces SetParametersResult, one per parameter.
+        """
+        request = SetParameters.Request(parameters=[
+            Parameter(name, value=value).to_parameter_msg() for name, value in values.items()])
+        return self.call(SetParameters, f'{node_name}/set_parameters', request,
+                         timeout_s).results
+
+    def get_parameters(self, node_name, names, timeout_s=30.0):
+        """Read parameters through ``<node>/get_parameters``: dict name -> Python value."""
+        response = self.call(GetParameters, f'{node_name}/get_parameters',
+                             GetParameters.Request(names=list(names)), timeout_s)
+        return {name: parameter_value_to_python(value)
+                for name, value in zip(names, response.values)}
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def wait_for_log(client, process, text, start=0, timeout_s=30.0):
+    """Spin until ``text`` appears in the process output after byte ``start``."""
+    return client.wait_for(lambda: text in process.log(start), timeout_s, period_s=0.05)
+
+
+# --- message builders (independent of grasp_fcn_ros.ros_conversions) ----------------------------
+
+class StampCounter:
+    """Unique, increasing stamps so a test can match outputs to the frame it sent."""
+
+    def __init__(self, start_sec=1000):
+        self._sec = start_sec
+
+    def next(self):
+        self._sec += 1
+        return Time(sec=self._sec, nanosec=123456789)
+
+
+def depth_image_msg(depth, encoding, stamp, frame_id='camera_depth_optical_frame',
+                    pad_bytes=0, big_endian=False):
+    """A depth Image from an array: uint16 for 16UC1 / mono16, float32 for 32FC1.
+
+    :param pad_bytes: extra bytes at the end of every row (``step`` > width * pixel size).
+    :param big_endian: store the pixels big-endian and set ``is_bigendian``.
+    """
+    dtype = {'16UC1': '<u2', 'mono16': '<u2', '32FC1': '<f4'}.get(encoding, '<u2')
+    values = np.asarray(depth).astype(np.dtype(dtype).newbyteorder('>' if big_endian else '<'))
+    height, width = values.shape[:2]
+    rows = values.reshape(height, -1).view(np.uint8).reshape(height, -1)
+    if pad_bytes:
+        rows = np.concatenate([rows, np.full((height, pad_bytes), 0xAB, np.uint8)], axis=1)
+    msg = Image(height=height, width=width, encoding=encoding, is_bigendian=int(big_endian),
+                step=rows.shape[1])
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.data = array.array('B', rows.tobytes())
+    return msg
+
+
+def camera_info_msg(fx, fy, cx, cy, width, height, stamp,
+                    frame_id='camera_depth_optical_frame'):
+    """A CameraInfo with K, P and the image size (distortion-free)."""
+    msg = CameraInfo(width=width, height=height, distortion_model='plumb_bob')
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.k = [float(fx), 0.0, float(cx), 0.0, float(fy), float(cy), 0.0, 0.0, 1.0]
+    msg.p = [float(fx), 0.0, float(cx), 0.0, 0.0, float(fy), float(cy), 0.0, 0.0, 0.0, 1.0, 0.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.d = [0.0] * 5
+    return msg
+
+
+class DetectorTopics:
+    """The test side of one detector node: input publishers and output inboxes.
+
+    :param client: a :class:`RosClient`.
+    :param namespace: the node's namespace ('' or '/x').
+    """
+
+    #: output name -> message type, under ``<namespace>/grasp_detector/``.
+    OUTPUTS = {'grasps': PoseArray, 'best_grasp': PoseStamped, 'grasp_details': PointCloud2,
+               'markers': MarkerArray, 'latency': Float32MultiArray}
+
+    def __init__(self, client, namespace=''):
+        self.client = client
+        ns = namespace.rstrip('/')
+        self.node_name = f'{ns}/grasp_detector'
+        self.depth_pub = client.publisher(Image, f'{ns}/depth')
+        self.info_pub = client.publisher(CameraInfo, f'{ns}/camera_info')
+        self.color_pub = client.publisher(Image, f'{ns}/color')
+        self.inbox = {name: client.subscribe(msg_type, f'{self.node_name}/{name}')
+                      for name, msg_type in self.OUTPUTS.items()}
+
+    def ready(self):
+        """True once the node subscribes to the inputs and publishes to the test's inboxes."""
+        return (self.depth_pub.get_subscription_count() > 0
+                and self.info_pub.get_subscription_count() > 0
+                and all(inbox.subscription.get_publisher_count() > 0
+                        for inbox in self.inbox.values()))
+
+    def send(self, depth_msg, info_msg=None):
+        """Publish camera_info (when given) then the depth frame."""
+        if info_msg is not None:
+            self.info_pub.publish(info_msg)
+        self.depth_pub.publish(depth_msg)
+
+    def outputs(self, stamp):
+        """Outputs received for one frame: dict output name -> list of messages."""
+        return {name: inbox.with_stamp(stamp) for name, inbox in self.inbox.items()
+                if name != 'latency'}
+
+    def served(self, stamp):
+        """True when ~/grasps, ~/grasp_details and ~/markers arrived for the frame."""
+        out = self.outputs(stamp)
+        return all(out[name] for name in ('grasps', 'grasp_details', 'markers'))
+
+    def send_until(self, depth_msg, info_msg, predicate, timeout_s, resend_s=15.0):
+        """Send a frame, and again every ``resend_s`` (a message lost before discovery
+        completed), until ``predicate()`` holds or ``timeout_s`` passes."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.send(depth_msg, info_msg)
+            remaining = deadline - time.monotonic()
+            if self.client.wait_for(predicate, min(resend_s, max(remaining, 0.0))):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    def serve(self, depth_msg, info_msg, timeout_s=90.0):
+        """Send a frame until its outputs arrive; returns them (raises AssertionError if not)."""
+        stamp = depth_msg.header.stamp
+        ok = self.send_until(depth_msg, info_msg, lambda: self.served(stamp), timeout_s)
+        assert ok, f'no output for the frame stamped {stamp.sec}.{stamp.nanosec:09d}'
+        return self.outputs(stamp)

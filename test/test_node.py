@@ -1,0 +1,446 @@
+"""The grasp_detector node in its own process, driven over ROS 2 topics and services.
+
+One node process serves most tests (random weights, q_threshold 0 so every frame has grasps); a
+second one, in its own namespace, starts with a missing model file. Both start at once to share
+the start-up time. Frames take seconds here (a 2-core CPU shared with other work), so waits are
+generous; every wait ends as soon as its condition holds.
+"""
+
+import array
+import ast
+import importlib.util
+import math
+import os
+import py_compile
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import Image, PointField
+from visualization_msgs.msg import Marker
+import yaml
+
+from grasp_fcn_ros.node import DEFAULTS, PARAMETERS
+from grasp_fcn_ros.ros_conversions import cloud_to_array, GRASP_FIELDS, latency_from_message
+
+from ros_harness import (
+    camera_info_msg,
+    depth_image_msg,
+    DetectorTopics,
+    NodeProcess,
+    RosClient,
+    StampCounter,
+    unique_domain_id,
+    wait_for_log,
+)
+from scenes import box_on_plane, INTRINSICS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, 'config', 'detector.yaml')
+LAUNCH = os.path.join(ROOT, 'launch', 'detector.launch.py')
+RVIZ = os.path.join(ROOT, 'config', 'grasp_fcn.rviz')
+
+DOMAIN_ID = unique_domain_id(__name__)
+FRAME = 'camera_depth_optical_frame'
+BROKEN_NS = '/broken'
+#: Start-up (torch + rclpy import, model load) and one frame, on a loaded 2-core machine.
+STARTUP_S = 120.0
+WAIT_S = 60.0
+
+STAMPS = StampCounter()
+
+
+def info_for(stamp, width=INTRINSICS.width, height=INTRINSICS.height, k=None):
+    fx, fy, cx, cy = k or (INTRINSICS.fx, INTRINSICS.fy, INTRINSICS.cx, INTRINSICS.cy)
+    return camera_info_msg(fx, fy, cx, cy, width, height, stamp, FRAME)
+
+
+def good_frame(encoding='16UC1', **options):
+    """A box_on_plane frame and its camera_info, with a fresh stamp."""
+    stamp = STAMPS.next()
+    dtype = np.uint16 if encoding != '32FC1' else np.float32
+    depth = box_on_plane(dtype=dtype)
+    return depth_image_msg(depth, encoding, stamp, FRAME, **options), info_for(stamp)
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def client():
+    ros = RosClient(DOMAIN_ID)
+    yield ros
+    ros.close()
+
+
+@pytest.fixture(scope='module')
+def processes(tmp_path_factory, random_model_path):
+    folder = tmp_path_factory.mktemp('grasp_detector')
+    missing = str(folder / 'no_such_model.pt')
+    main = NodeProcess(folder / 'detector.log', DOMAIN_ID, {
+        'model_path': random_model_path, 'device': 'cpu', 'q_threshold': 0.0,
+        'latency_log_period': 1.0})
+    broken = NodeProcess(folder / 'broken.log', DOMAIN_ID, {
+        'model_path': missing, 'device': 'cpu', 'q_threshold': 0.0}, namespace=BROKEN_NS)
+    yield {'main': main, 'broken': broken, 'missing': missing, 'folder': folder}
+    for process in (main, broken):
+        process.stop()
+
+
+@pytest.fixture(scope='module')
+def detector(client, processes):
+    """The main node, up, after it was sent one depth frame before any camera_info."""
+    process = processes['main']
+    topics = DetectorTopics(client)
+    assert client.wait_for(topics.ready, STARTUP_S), (
+        f'node did not come up:\n{process.log()}')
+    topics.process = process
+    # Measured here because it needs a node that has never seen camera_info.
+    start = process.log_offset()
+    stamp = STAMPS.next()
+    frame = depth_image_msg(box_on_plane(dtype=np.uint16), '16UC1', stamp, FRAME)
+    warned = topics.send_until(
+        frame, None, lambda: 'no camera_info received yet' in process.log(start), WAIT_S,
+        resend_s=5.0)
+    topics.before_camera_info = {'warned': warned, 'outputs': topics.outputs(stamp),
+                                 'log': process.log(start)}
+    return topics
+
+
+def assert_served_after(topics, start, text):
+    """The node logged ``text`` once after byte ``start``, then serves a good frame."""
+    depth, info = good_frame()
+    outputs = topics.serve(depth, info, WAIT_S)
+    log = topics.process.log(start)
+    assert log.count(text) == 1, log
+    return outputs
+
+
+# --- the contract on a good frame -------------------------------------------------------------
+
+def test_frame_before_camera_info_warns(detector):
+    early = detector.before_camera_info
+    assert early['warned'], early['log']
+    assert not any(early['outputs'].values())
+
+
+def test_16uc1_frame_publishes_grasps_best_first(detector):
+    depth_mm = box_on_plane(dtype=np.uint16)
+    stamp = STAMPS.next()
+    out = detector.serve(depth_image_msg(depth_mm, '16UC1', stamp, FRAME), info_for(stamp))
+
+    grasps, cloud, markers = out['grasps'][0], out['grasp_details'][0], out['markers'][0]
+    for msg in (grasps, cloud, *markers.markers):
+        assert msg.header.frame_id == FRAME
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (stamp.sec, stamp.nanosec)
+    n = len(grasps.poses)
+    assert 1 <= n <= DEFAULTS['max_grasps']
+
+    assert [f.name for f in cloud.fields] == list(GRASP_FIELDS)
+    assert all(f.datatype == PointField.FLOAT32 and f.count == 1 for f in cloud.fields)
+    assert cloud.point_step == 4 * len(GRASP_FIELDS) == 48
+    assert cloud.width == n and cloud.height == 1 and cloud.is_dense
+    points = cloud_to_array(cloud)
+    assert np.all(np.diff(points['quality']) <= 1e-6), 'grasps are not best first'
+
+    depth_m = depth_mm.astype(np.float64) / 1000.0
+    radius = DEFAULTS['depth_radius']
+    for pose, p in zip(grasps.poses, points):
+        xyz = np.array([pose.position.x, pose.position.y, pose.position.z])
+        q = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z,
+                      pose.orientation.w])
+        np.testing.assert_allclose(xyz, [p['x'], p['y'], p['z']], atol=1e-6)
+        np.testing.assert_allclose(q, [p['qx'], p['qy'], p['qz'], p['qw']], atol=1e-6)
+        assert abs(np.linalg.norm(q) - 1.0) < 1e-5
+        # the pose is the back-projection of (u, v) through K at the depth found there
+        row, col = int(round(p['v'])), int(round(p['u']))
+        window = depth_m[max(row - radius, 0):row + radius + 1,
+                         max(col - radius, 0):col + radius + 1]
+        assert np.min(np.abs(window - xyz[2])) < 1e-4, (xyz[2], np.unique(window))
+        expected = [(p['u'] - INTRINSICS.cx) * xyz[2] / INTRINSICS.fx,
+                    (p['v'] - INTRINSICS.cy) * xyz[2] / INTRINSICS.fy]
+        np.testing.assert_allclose(xyz[:2], expected, atol=1e-5)
+        assert 0.0 <= p['quality'] <= 1.0 and p['width'] >= 0.0
+
+    best = out['best_grasp'][0]
+    assert best.header.frame_id == FRAME
+    assert best.pose == grasps.poses[0]
+
+    assert markers.markers[0].action == Marker.DELETEALL
+    glyphs = markers.markers[1:]
+    assert len(glyphs) == n
+    assert all(m.type == Marker.LINE_LIST and m.ns == 'grasps' and m.action == Marker.ADD
+               for m in glyphs)
+    assert [m.pose for m in glyphs] == list(grasps.poses)
+
+
+@pytest.mark.parametrize('encoding, pad_bytes, big_endian', [
+    ('32FC1', 0, False), ('16UC1', 64, False), ('16UC1', 0, True)],
+    ids=['32FC1', 'padded-step', 'big-endian'])
+def test_depth_encodings(detector, encoding, pad_bytes, big_endian):
+    depth, info = good_frame(encoding, pad_bytes=pad_bytes, big_endian=big_endian)
+    out = detector.serve(depth, info, WAIT_S)
+    z = cloud_to_array(out['grasp_details'][0])['z']
+    assert z.size >= 1
+    # decoded right: every grasp lies on the table (0.70 m) or the box top (0.65 m)
+    assert np.all(np.min(np.abs(z[:, None] - np.array([0.65, 0.70])), axis=1) < 1e-4), z
+
+
+# --- bad input: one warning, then the next good frame is served -------------------------------
+
+def _bad_encoding():
+    stamp = STAMPS.next()
+    msg = Image(height=480, width=640, encoding='rgb8', step=640 * 3)
+    msg.header.stamp, msg.header.frame_id = stamp, FRAME
+    msg.data = array.array('B', bytes(640 * 480 * 3))
+    return msg, info_for(stamp), "unsupported depth encoding 'rgb8'"
+
+
+def _nan_only():
+    stamp = STAMPS.next()
+    depth = np.full((480, 640), np.nan, np.float32)
+    return (depth_image_msg(depth, '32FC1', stamp, FRAME), info_for(stamp),
+            'no valid depth inside the crop')
+
+
+def _zero_only():
+    stamp = STAMPS.next()
+    depth = np.zeros((480, 640), np.uint16)
+    return (depth_image_msg(depth, '16UC1', stamp, FRAME), info_for(stamp),
+            'no valid depth inside the crop')
+
+
+def _smaller_than_crop():
+    stamp = STAMPS.next()
+    depth = box_on_plane(320, 240, box=(140, 100, 40, 30), dtype=np.uint16)
+    return (depth_image_msg(depth, '16UC1', stamp, FRAME), info_for(stamp, 320, 240),
+            'smaller than the crop')
+
+
+def _zero_k():
+    stamp = STAMPS.next()
+    return (depth_image_msg(box_on_plane(dtype=np.uint16), '16UC1', stamp, FRAME),
+            info_for(stamp, k=(0.0, 0.0, 0.0, 0.0)), 'camera matrix is unusable')
+
+
+def _size_mismatch():
+    stamp = STAMPS.next()
+    return (depth_image_msg(box_on_plane(dtype=np.uint16), '16UC1', stamp, FRAME),
+            info_for(stamp, 320, 240), 'camera_info is for 320x240 but the depth image is 640x480')
+
+
+@pytest.mark.parametrize('make_bad', [_bad_encoding, _nan_only, _zero_only, _smaller_than_crop,
+                                      _zero_k, _size_mismatch],
+                         ids=['encoding-rgb8', 'nan-only', 'zero-only', 'smaller-than-crop',
+                              'zero-K', 'camera-info-size'])
+def test_bad_input_warns_once_then_next_frame_served(detector, client, make_bad):
+    process = detector.process
+    start = process.log_offset()
+    depth, info, text = make_bad()
+    assert detector.send_until(depth, info, lambda: text in process.log(start), WAIT_S,
+                               resend_s=5.0), process.log(start)
+    assert '[WARN]' in process.log(start)
+    # the same problem again is throttled (one warning), and nothing is published for it
+    again_depth, again_info, _ = make_bad()
+    detector.send(again_depth, again_info)
+    assert_served_after(detector, start, text)
+    assert not any(detector.outputs(depth.header.stamp).values())
+    assert not any(detector.outputs(again_depth.header.stamp).values())
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('name, value, words', [
+    ('q_threshold', 1.5, 'out of range'),
+    ('max_grasps', 0, 'out of range'),
+    ('min_depth', 6.0, 'smaller than max_depth'),
+    ('device', 'tpu', "unknown device 'tpu'"),
+    ('backend', 'tensorflow', "unknown backend 'tensorflow'"),
+    ('q_threshold', 'high', 'type'),
+    ('image_reliability', 'reliable', 'read-only'),
+])
+def test_invalid_parameter_rejected_with_reason(detector, client, name, value, words):
+    before = client.get_parameters(detector.node_name, [name])[name]
+    (result,) = client.set_parameters(detector.node_name, {name: value})
+    assert not result.successful
+    assert words in result.reason, result.reason
+    assert client.get_parameters(detector.node_name, [name])[name] == before
+
+
+def test_output_frame_needs_tf2(detector, client):
+    (result,) = client.set_parameters(detector.node_name, {'output_frame': 'base_link'})
+    if importlib.util.find_spec('tf2_ros') is None:
+        assert not result.successful and 'tf2_ros' in result.reason, result.reason
+        assert client.get_parameters(detector.node_name, ['output_frame']) == {
+            'output_frame': ''}
+    else:  # a full ROS installation: accepted; restore the camera frame
+        assert result.successful, result.reason
+        (result,) = client.set_parameters(detector.node_name, {'output_frame': ''})
+        assert result.successful, result.reason
+
+
+def test_q_threshold_change_applies_on_next_frame(detector, client):
+    (result,) = client.set_parameters(detector.node_name, {'q_threshold': 1.0})
+    assert result.successful, result.reason
+    try:
+        depth, info = good_frame()
+        out = detector.serve(depth, info, WAIT_S)
+        assert out['grasps'][0].poses == []
+        assert out['grasp_details'][0].width == 0 and len(out['grasp_details'][0].data) == 0
+        markers = out['markers'][0].markers
+        assert [m.action for m in markers] == [Marker.DELETEALL]
+        client.spin(0.5)  # best_grasp is published before the others; give it a moment
+        assert detector.outputs(depth.header.stamp)['best_grasp'] == []
+    finally:
+        (result,) = client.set_parameters(detector.node_name, {'q_threshold': 0.0})
+        assert result.successful, result.reason
+    depth, info = good_frame()
+    assert detector.serve(depth, info, WAIT_S)['grasps'][0].poses
+
+
+def test_corrupt_model_rejected_and_old_model_kept(detector, client, processes):
+    corrupt = processes['folder'] / 'corrupt.pt'
+    corrupt.write_bytes(b'this is not a checkpoint' * 10)
+    before = client.get_parameters(detector.node_name, ['model_path'])['model_path']
+    (result,) = client.set_parameters(detector.node_name, {'model_path': str(corrupt)})
+    assert not result.successful
+    assert str(corrupt) in result.reason
+    assert client.get_parameters(detector.node_name, ['model_path'])['model_path'] == before
+    depth, info = good_frame()
+    assert detector.serve(depth, info, WAIT_S)['grasps'][0].poses
+
+
+# --- on-demand images, latency ----------------------------------------------------------------
+
+def test_debug_images_published_to_subscribers(detector, client):
+    quality = client.subscribe(Image, f'{detector.node_name}/quality_image')
+    debug = client.subscribe(Image, f'{detector.node_name}/debug_image')
+    try:
+        assert client.wait_for(lambda: quality.subscription.get_publisher_count() > 0
+                               and debug.subscription.get_publisher_count() > 0, WAIT_S)
+        colour = Image(height=480, width=640, encoding='bgr8', step=640 * 3)
+        colour.header.frame_id = FRAME
+        colour.data = array.array('B', np.tile(np.array([30, 20, 10], np.uint8), 640 * 480)
+                                  .tobytes())
+        detector.color_pub.publish(colour)
+        depth, info = good_frame()
+        stamp = depth.header.stamp
+        assert detector.send_until(depth, info, lambda: quality.with_stamp(stamp)
+                                   and debug.with_stamp(stamp), WAIT_S)
+        q_msg, d_msg = quality.with_stamp(stamp)[0], debug.with_stamp(stamp)[0]
+        assert (q_msg.encoding, q_msg.width, q_msg.height) == ('32FC1', 640, 480)
+        q = np.frombuffer(bytes(q_msg.data), np.float32).reshape(480, 640)
+        assert np.all((q >= 0) & (q <= 1))
+        assert np.all(q[:, :100] == 0)  # outside the centred 400 px crop
+        assert (d_msg.encoding, d_msg.width, d_msg.height, d_msg.step) == ('rgb8', 640, 480,
+                                                                           1920)
+        rgb = np.frombuffer(bytes(d_msg.data), np.uint8).reshape(480, 640, 3)
+        assert tuple(rgb[470, 5]) == (10, 20, 30)  # the bgr8 colour image, as RGB
+    finally:
+        client.node.destroy_subscription(quality.subscription)
+        client.node.destroy_subscription(debug.subscription)
+
+
+def test_latency_topic_and_log_line(detector, client):
+    assert len(detector.inbox['latency']) > 0
+    msg = detector.inbox['latency'].messages[-1]
+    assert msg.layout.dim[0].label == ('decode,preprocess,inference,postprocess,projection,'
+                                       'publish,total')
+    stages = latency_from_message(msg)
+    assert all(math.isfinite(v) and v >= 0 for v in stages.values())
+    assert stages['total'] >= stages['inference']
+    assert wait_for_log(client, detector.process, 'p99', 0, WAIT_S)
+    assert 'Hz' in detector.process.log()
+
+
+# --- model files ------------------------------------------------------------------------------
+
+def test_missing_then_corrupt_model_keeps_node_up(client, processes, random_model_path):
+    process, missing = processes['broken'], processes['missing']
+    topics = DetectorTopics(client, BROKEN_NS)
+    assert client.wait_for(topics.ready, STARTUP_S), process.log()
+    log = process.log()
+    assert 'cannot load the grasp model' in log and missing in log, log
+    assert '[ERROR]' in log
+
+    start = process.log_offset()
+    depth, info = good_frame()
+    assert topics.send_until(depth, info, lambda: 'no grasp model loaded' in process.log(start),
+                             WAIT_S, resend_s=5.0), process.log(start)
+    assert not any(topics.outputs(depth.header.stamp).values())
+
+    corrupt = processes['folder'] / 'corrupt_at_start.pt'
+    corrupt.write_bytes(b'\x80\x02garbage')
+    (result,) = client.set_parameters(topics.node_name, {'model_path': str(corrupt)})
+    assert not result.successful and str(corrupt) in result.reason, result.reason
+    assert process.alive()
+
+    (result,) = client.set_parameters(topics.node_name, {'model_path': random_model_path})
+    assert result.successful, result.reason
+    depth, info = good_frame()
+    assert topics.serve(depth, info, WAIT_S)['grasps'][0].poses
+    assert process.stop() == 0, process.log()
+
+
+def test_sigint_exits_cleanly(detector):
+    process = detector.process
+    assert process.alive(), process.log()
+    assert process.stop() == 0, process.log()
+    assert 'Traceback' not in process.log(), process.log()
+
+
+# --- configuration files (no ROS needed) ------------------------------------------------------
+
+def test_yaml_defaults_match_declared_parameters():
+    with open(CONFIG) as stream:
+        data = yaml.safe_load(stream)
+    (section,) = data.values()
+    values = section['ros__parameters']
+    assert set(values) == set(PARAMETERS)
+    for name, value in values.items():
+        default = PARAMETERS[name].default
+        assert type(value) is type(default) and value == default, (name, value, default)
+
+
+def test_parameter_descriptors_are_complete():
+    for name, spec in PARAMETERS.items():
+        descriptor = spec.descriptor()
+        assert descriptor.description, name
+        if isinstance(spec.default, (int, float)) and not isinstance(spec.default, bool):
+            ranges = list(descriptor.floating_point_range) + list(descriptor.integer_range)
+            assert len(ranges) == 1, name
+            assert ranges[0].from_value <= spec.default <= ranges[0].to_value, name
+
+
+def test_launch_file_compiles_and_declares_arguments():
+    py_compile.compile(LAUNCH, doraise=True)
+    with open(LAUNCH) as stream:
+        tree = ast.parse(stream.read())
+    declared = {node.args[0].value for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and getattr(node.func, 'id', '') ==
+                'DeclareLaunchArgument'}
+    assert {'depth_topic', 'camera_info_topic', 'color_topic', 'params_file', 'device',
+            'model_path', 'rviz'} <= declared
+
+
+def test_launch_description_builds():
+    pytest.importorskip('launch')
+    pytest.importorskip('launch_ros')
+    spec = importlib.util.spec_from_file_location('detector_launch', LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from launch.launch_description import LaunchDescription
+    assert isinstance(module.generate_launch_description(), LaunchDescription)
+
+
+def test_rviz_config_shows_the_outputs():
+    with open(RVIZ) as stream:
+        text = stream.read()
+    config = yaml.safe_load(text)
+    manager = config['Visualization Manager']
+    assert manager['Global Options']['Fixed Frame'] == 'camera_depth_optical_frame'
+    topics = {d['Class']: [] for d in manager['Displays']}
+    for display in manager['Displays']:
+        topics[display['Class']].append(display.get('Topic', {}).get('Value'))
+    assert '/grasp_detector/markers' in topics['rviz_default_plugins/MarkerArray']
+    assert '/grasp_detector/grasps' in topics['rviz_default_plugins/PoseArray']
+    assert '/grasp_detector/quality_image' in topics['rviz_default_plugins/Image']
+    assert '/camera/camera/depth/image_rect_raw' in topics['rviz_default_plugins/Image']
