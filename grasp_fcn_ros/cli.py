@@ -169,8 +169,16 @@ def build_parser():
     p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--backends', default='all', help='comma list, or all')
     p.add_argument('--json', help='write the results as JSON')
+    p.add_argument('--holes', choices=('edges', 'none'), default='edges',
+                   help='invalidate depth edges as a depth camera does (edges), so that '
+                   'inpainting is timed, or use the frames as they are (none)')
+    p.add_argument('--threads', type=int, default=0,
+                   help='CPU threads per backend, in-process mode (0 = all cores)')
     p.add_argument('--ros', action='store_true', help='measure the running node over ROS 2')
     p.add_argument('--rate', type=float, default=5.0, help='publish rate for --ros, Hz')
+    p.add_argument('--transport', choices=('shm', 'default'), default='shm',
+                   help='--ros: Fast DDS over large shared-memory segments only (shm), or '
+                   "the RMW's default transport")
     _add_model_args(p, backend=False)
     p.set_defaults(func=cmd_bench)
 

@@ -6,6 +6,7 @@ context. Discovery stays on this machine (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALH
 test module uses its own ``ROS_DOMAIN_ID``. Waits are condition-based with a timeout.
 """
 
+import argparse
 import array
 import os
 import signal
@@ -233,6 +234,15 @@ class RosClient:
         """Serve callbacks for ``duration_s`` (for absence checks only)."""
         self.wait_for(lambda: False, duration_s)
 
+    def spin_until(self, deadline):
+        """Serve callbacks until ``time.monotonic()`` reaches ``deadline`` (for pacing a
+        publisher: returns on time, not after a whole polling period)."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.executor.spin_once(timeout_sec=min(remaining, 0.01))
+
     def wait_for(self, predicate, timeout_s, period_s=0.02):
         """Spin until ``predicate()`` is true or the timeout passes.
 
@@ -379,21 +389,140 @@ class DetectorTopics:
         out = self.outputs(stamp)
         return all(out[name] for name in ('grasps', 'grasp_details', 'markers'))
 
-    def send_until(self, depth_msg, info_msg, predicate, timeout_s, resend_s=15.0):
+    def send_until(self, depth_msg, info_msg, predicate, timeout_s, resend_s=15.0, send=None):
         """Send a frame, and again every ``resend_s`` (a message lost before discovery
-        completed), until ``predicate()`` holds or ``timeout_s`` passes."""
+        completed), until ``predicate()`` holds or ``timeout_s`` passes.
+
+        :param send: ``send(depth_msg, info_msg)`` to use instead of :meth:`send` (to publish
+            camera_info differently).
+        """
         deadline = time.monotonic() + timeout_s
         while True:
-            self.send(depth_msg, info_msg)
+            (send or self.send)(depth_msg, info_msg)
             remaining = deadline - time.monotonic()
             if self.client.wait_for(predicate, min(resend_s, max(remaining, 0.0))):
                 return True
             if time.monotonic() >= deadline:
                 return False
 
-    def serve(self, depth_msg, info_msg, timeout_s=90.0):
-        """Send a frame until its outputs arrive; returns them (raises AssertionError if not)."""
+    def serve(self, depth_msg, info_msg, timeout_s=90.0, resend_s=15.0):
+        """Send a frame until its outputs arrive; returns them (raises AssertionError if not).
+
+        :param resend_s: see :meth:`send_until`; ``timeout_s`` sends the frame once only (a
+            test that counts the outputs of a frame).
+        """
         stamp = depth_msg.header.stamp
-        ok = self.send_until(depth_msg, info_msg, lambda: self.served(stamp), timeout_s)
+        ok = self.send_until(depth_msg, info_msg, lambda: self.served(stamp), timeout_s,
+                             resend_s)
         assert ok, f'no output for the frame stamped {stamp.sec}.{stamp.nanosec:09d}'
         return self.outputs(stamp)
+
+
+# --- a camera in its own process ----------------------------------------------------------------
+
+class CameraProcess:
+    """A fake depth camera in its own process: publishes ``depth`` (16UC1 box on a table) and
+    ``camera_info`` with the same stamp, ``first_sec``, ``first_sec + 1``, ... at ``rate_hz``.
+
+    :param log_path: file receiving the process output.
+    :param domain_id: ROS_DOMAIN_ID of the process.
+    :param first_sec: seconds of the first stamp (nanoseconds are 0).
+    :param rate_hz: frames per second.
+    :param frames: frames to publish before exiting; 0 = until stopped.
+    :param width: image width, pixels.
+    :param height: image height, pixels.
+    :param namespace: topic namespace ('' or '/x').
+    """
+
+    def __init__(self, log_path, domain_id, first_sec, rate_hz=5.0, frames=0, width=640,
+                 height=480, namespace=''):
+        self.first_sec = int(first_sec)
+        self.width, self.height = int(width), int(height)
+        command = [sys.executable, os.path.abspath(__file__), 'camera',
+                   '--first-sec', str(self.first_sec), '--rate', str(rate_hz),
+                   '--frames', str(frames), '--width', str(width), '--height', str(height),
+                   '--namespace', namespace]
+        self.log_path = str(log_path)
+        self._log = open(self.log_path, 'wb')
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=ros_environment(domain_id), cwd=REPO_ROOT)
+
+    def owns(self, stamp):
+        """True when ``stamp`` is one this camera publishes."""
+        return stamp.nanosec == 0 and stamp.sec >= self.first_sec and stamp.sec < (
+            self.first_sec + 10 ** 6)
+
+    def log(self):
+        with open(self.log_path, 'rb') as stream:
+            return stream.read().decode('utf-8', errors='replace')
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def kill(self):
+        """Vanish without a goodbye (SIGKILL): no clean unregistration from the graph."""
+        self.process.kill()
+        self.process.wait()
+        self._log.close()
+
+    def stop(self, timeout=30.0):
+        """SIGINT, then wait (kill when it does not exit in time); returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+def _camera_main(argv):
+    """Body of :class:`CameraProcess` (``python ros_harness.py camera ...``)."""
+    parser = argparse.ArgumentParser(prog='ros_harness.py camera')
+    parser.add_argument('--first-sec', type=int, required=True)
+    parser.add_argument('--rate', type=float, default=5.0)
+    parser.add_argument('--frames', type=int, default=0)
+    parser.add_argument('--width', type=int, default=640)
+    parser.add_argument('--height', type=int, default=480)
+    parser.add_argument('--namespace', default='')
+    options = parser.parse_args(argv)
+    from rclpy.executors import ExternalShutdownException
+
+    from scenes import box_on_plane
+
+    width, height = options.width, options.height
+    depth = box_on_plane(width, height, box=(width // 2 - 30, height // 2 - 20, 60, 40),
+                         dtype=np.uint16)
+    rclpy.init()
+    node = rclpy.create_node('fake_camera')
+    ns = options.namespace.rstrip('/')
+    depth_pub = node.create_publisher(Image, f'{ns}/depth', TEST_QOS)
+    info_pub = node.create_publisher(CameraInfo, f'{ns}/camera_info', TEST_QOS)
+    period = 1.0 / options.rate
+    start = time.monotonic()
+    try:
+        i = 0
+        while rclpy.ok() and (options.frames <= 0 or i < options.frames):
+            stamp = Time(sec=options.first_sec + i, nanosec=0)
+            info_pub.publish(camera_info_msg(585.0, 585.0, width / 2, height / 2, width,
+                                             height, stamp))
+            depth_pub.publish(depth_image_msg(depth, '16UC1', stamp))
+            if i == 0:
+                print(f'publishing {width}x{height} from stamp {options.first_sec}',
+                      flush=True)
+            i += 1
+            time.sleep(max(start + i * period - time.monotonic(), 0.0))
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    if sys.argv[1:2] == ['camera']:
+        _camera_main(sys.argv[2:])
+    else:
+        sys.exit(f'usage: {sys.argv[0]} camera --first-sec N [options]')

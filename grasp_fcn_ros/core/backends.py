@@ -4,6 +4,9 @@ Every backend has ``name``, ``device``, ``config`` (the :class:`ModelConfig`), `
 ``predict(batch)`` taking float32 (N, 1, S, S) and returning float32 (N, 4, S, S).
 """
 
+from dataclasses import dataclass
+import inspect
+
 import numpy as np
 import torch
 
@@ -37,35 +40,187 @@ def resolve_device(device):
     raise ModelError(f"unknown device '{device}' (expected one of {', '.join(DEVICES)})")
 
 
-class TorchBackend:
-    """PyTorch inference (eager), optionally channels-last and fp16 autocast on CUDA.
+#: Precisions of :class:`TorchBackend` (reduced ones through autocast, on CUDA only).
+PRECISIONS = ('fp32', 'fp16', 'bf16')
+_AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
 
-    :param model: a :class:`~grasp_fcn_ros.core.model.GraspFCN`.
-    :param device: torch device name (already resolved).
-    :param channels_last: use the channels-last memory format (faster convolutions on CPU).
-    :param meta: checkpoint metadata.
+
+@dataclass(frozen=True)
+class TorchPlan:
+    """What :class:`TorchBackend` actually does on a device, its options applied.
+
+    CUDA-only options are switched off on the CPU, so every option is safe to set everywhere.
+
+    :param precision: ``fp32``, or ``fp16`` / ``bf16`` autocast (CUDA only).
+    :param cuda_graphs: replay a captured CUDA graph of the fixed-shape forward (CUDA only,
+        not with ``compile``, which captures its own graphs).
+    :param compile_mode: ``torch.compile`` mode, or None for eager (``reduce-overhead`` on
+        CUDA, ``default`` on the CPU).
+    :param pinned: stage uploads and downloads in page-locked host buffers (CUDA only).
     """
 
-    def __init__(self, model, device='cpu', channels_last=False, half=False, meta=None):
+    precision: str = 'fp32'
+    cuda_graphs: bool = False
+    compile_mode: str = None
+    pinned: bool = False
+
+    @classmethod
+    def for_device(cls, device_type, precision='fp32', cuda_graphs=False, compile=False,
+                   pinned=True):
+        """The plan for a device type (``cpu`` or ``cuda``) and the requested options.
+
+        :raises ModelError: for an unknown precision.
+        """
+        if precision not in PRECISIONS:
+            raise ModelError(f"unknown precision '{precision}' "
+                             f"(expected one of {', '.join(PRECISIONS)})")
+        cuda = device_type == 'cuda'
+        mode = None
+        if compile:
+            mode = 'reduce-overhead' if cuda else 'default'
+        return cls(precision=precision if cuda else 'fp32',
+                   cuda_graphs=bool(cuda_graphs) and cuda and not compile,
+                   compile_mode=mode, pinned=bool(pinned) and cuda)
+
+    @property
+    def autocast_dtype(self):
+        """The autocast dtype, or None for fp32."""
+        return _AUTOCAST_DTYPES.get(self.precision)
+
+
+class TorchBackend:
+    """PyTorch inference: eager or compiled, optionally channels-last; on CUDA optionally
+    fp16/bf16 autocast, CUDA graphs and pinned transfers (see :class:`TorchPlan`).
+
+    :param model: a :class:`~grasp_fcn_ros.core.model.GraspFCN`.
+    :param device: torch device name (already resolved, see :func:`resolve_device`).
+    :param channels_last: use the channels-last memory format (faster convolutions on CPU).
+    :param meta: checkpoint metadata.
+    :param precision: one of :data:`PRECISIONS` (CUDA only; the CPU stays fp32).
+    :param cuda_graphs: capture the forward once and replay it (CUDA only).
+    :param compile: wrap the network in ``torch.compile`` (the first frames take long).
+    :param pinned: page-locked host buffers for transfers (CUDA only).
+    :param fuse_heads: run :func:`~grasp_fcn_ros.core.export.inference_graph` (the four heads
+        merged into one convolution, as the exported backends do) instead of the network as
+        trained.
+    :param half: same as ``precision='fp16'``.
+    """
+
+    def __init__(self, model, device='cpu', channels_last=False, meta=None, precision='fp32',
+                 cuda_graphs=False, compile=False, pinned=True, fuse_heads=False, half=False):
         self.device = torch.device(device)
+        self.config = model.config
+        if fuse_heads:
+            from .export import inference_graph
+            model = inference_graph(model)
+        if half and precision == 'fp32':
+            precision = 'fp16'
+        self.plan = TorchPlan.for_device(self.device.type, precision, cuda_graphs, compile,
+                                         pinned)
         self.channels_last = channels_last
-        self.half = bool(half) and self.device.type == 'cuda'
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(self.device).eval().to(memory_format=self.memory_format)
-        self.config = model.config
         self.meta = meta or {}
         self.name = 'torch-channels-last' if channels_last else 'torch'
+        self._network = self.model
+        if self.plan.compile_mode:
+            self._network = torch.compile(self.model, mode=self.plan.compile_mode)
+        self._graph = None
+        self._static_in = self._static_out = None
+        self._host_in = self._host_out = None
+
+    @property
+    def half(self):
+        """Whether the forward runs in fp16."""
+        return self.plan.precision == 'fp16'
+
+    def _forward(self, x):
+        dtype = self.plan.autocast_dtype
+        if dtype is None:
+            return self._network(x)
+        # no weight-cast cache: it would hold tensors from outside a captured graph
+        with torch.autocast(self.device.type, dtype=dtype, cache_enabled=False):
+            return self._network(x)
+
+    def _capture(self, shape):
+        """Capture the forward for one input shape as a CUDA graph (after warm-up runs on a
+        side stream, as ``torch.cuda.graphs`` requires)."""
+        static_in = torch.zeros(shape, device=self.device).contiguous(
+            memory_format=self.memory_format)
+        stream = torch.cuda.Stream(device=self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                self._forward(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._forward(static_in)
+        self._graph, self._static_in, self._static_out = graph, static_in, static_out
+
+    def _upload(self, batch):
+        x = torch.from_numpy(batch)
+        if self.plan.pinned:
+            if self._host_in is None or self._host_in.shape != x.shape:
+                self._host_in = torch.empty(x.shape, dtype=torch.float32, pin_memory=True)
+            self._host_in.copy_(x)
+            x = self._host_in
+        return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    def _download(self, y):
+        y = y.float()
+        if not self.plan.pinned:
+            return y.cpu().numpy()
+        if self._host_out is None or self._host_out.shape != y.shape:
+            self._host_out = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
+        self._host_out.copy_(y, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return self._host_out.numpy().copy()
+
+    def predict(self, batch):
+        """Run the network.
+
+        :param batch: float32 (N, 1, S, S) normalised depth.
+        :returns: float32 (N, 4, S, S) maps.
+        """
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.device.type != 'cuda':
+            return self._predict(batch)
+        with torch.cuda.device(self.device):  # streams and graphs of this device, not device 0
+            return self._predict(batch)
+
+    def warmup(self, runs=2):
+        """Run the network on a zero input (first-call costs: CUDA graph capture, compilation,
+        memory allocation), so that the first real frame is not slow."""
+        size = self.config.input_size
+        for _ in range(max(int(runs), 1)):
+            self.predict(np.zeros((1, 1, size, size), np.float32))
 
     @torch.inference_mode()
-    def predict(self, batch):
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        if self.half:
-            with torch.autocast('cuda', dtype=torch.float16):
-                y = self.model(x)
+    def _predict(self, batch):
+        x = self._upload(batch)
+        if self.plan.cuda_graphs:
+            if self._graph is None or self._static_in.shape != x.shape:
+                self._capture(x.shape)
+            self._static_in.copy_(x)
+            self._graph.replay()
+            y = self._static_out
         else:
-            y = self.model(x)
-        return y.float().cpu().numpy()
+            y = self._forward(x)
+        return self._download(y)
+
+
+def check_options(factory, backend, options):
+    """Refuse options that a backend's constructor does not take, naming them.
+
+    :raises ModelError: for an unknown option.
+    """
+    accepted = set(inspect.signature(factory).parameters) - {'self', 'model', 'device', 'meta',
+                                                             'channels_last'}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ModelError(f"unknown option(s) {', '.join(unknown)} for backend '{backend}' "
+                         f"(accepted: {', '.join(sorted(accepted))})")
 
 
 def create_backend(model_path, backend='torch', device='auto', **options):
@@ -74,15 +229,21 @@ def create_backend(model_path, backend='torch', device='auto', **options):
     :param model_path: checkpoint file (see :func:`~grasp_fcn_ros.core.model.save_checkpoint`).
     :param backend: one of :data:`BACKENDS`.
     :param device: one of :data:`DEVICES` (``cuda:N`` too).
+    :param options: backend options: :class:`TorchBackend`'s (``precision``, ``cuda_graphs``,
+        ``compile``, ``pinned``), or those of
+        :func:`~grasp_fcn_ros.core.export.create_exported_backend`.
     :raises ModelError: naming the cause (missing file, corrupt file, unknown backend,
         unavailable device or runtime).
     """
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend '{backend}' (expected one of {', '.join(BACKENDS)})")
-    torch_device = resolve_device(device)
-    model, meta = load_model(model_path)
     if backend in ('torch', 'torch-channels-last'):
-        return TorchBackend(model, torch_device, channels_last=backend == 'torch-channels-last',
-                            meta=meta, **options)
+        torch_device = resolve_device(device)
+        check_options(TorchBackend, backend, options)
+        model, meta = load_model(model_path)
+        return TorchBackend(model, torch_device, meta=meta,
+                            channels_last=backend == 'torch-channels-last', **options)
     from . import export
+    torch_device = export.exported_device(backend, device)
+    model, meta = load_model(model_path)
     return export.create_exported_backend(model, meta, backend, torch_device, **options)

@@ -63,7 +63,7 @@ def prepare_input(depth_m, transform, min_depth_m=0.0, max_depth_m=np.inf):
     :param depth_m: source depth image, metres (invalid pixels 0 or NaN).
     :param transform: the :class:`CropTransform` of the network input.
     :returns: float32 (S, S) normalised depth.
-    :raises DepthError: when the crop holds no valid depth.
+    :raises DepthError: when the crop holds no valid depth, or depths too large to normalise.
     """
     crop = transform.crop(np.asarray(depth_m, dtype=np.float32))
     mask = invalid_mask(crop, min_depth_m, max_depth_m)
@@ -75,7 +75,11 @@ def prepare_input(depth_m, transform, min_depth_m=0.0, max_depth_m=np.inf):
     if filled.shape[0] != size:
         interpolation = cv2.INTER_AREA if filled.shape[0] > size else cv2.INTER_LINEAR
         filled = cv2.resize(filled, (size, size), interpolation=interpolation)
-    return normalise(filled)
+    net_input = normalise(filled)
+    if not np.all(np.isfinite(net_input)):  # float32 overflow of absurd depths (max_depth inf)
+        raise DepthError(f'depth values too large to normalise (valid range [{min_depth_m}, '
+                         f'{max_depth_m}] m); set a finite max_depth')
+    return net_input
 
 
 class GraspDetector:

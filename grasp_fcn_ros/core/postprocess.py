@@ -104,8 +104,11 @@ def detect_grasps(maps, config, transform=None):
         pixels to source pixels; None keeps network pixels.
     :returns: list of :class:`~grasp_fcn_ros.core.grasp.Grasp2D`.
     """
-    peaks = find_peaks(maps.quality, config.q_threshold, config.min_distance_px,
-                       config.max_grasps)
+    # a pixel without a finite angle or width (a NaN or overflow in the network output) is no
+    # grasp
+    usable = np.isfinite(maps.angle) & np.isfinite(maps.width_px)
+    quality = np.where(usable, maps.quality, np.nan)
+    peaks = find_peaks(quality, config.q_threshold, config.min_distance_px, config.max_grasps)
     grasps = []
     scale = 1.0 if transform is None else transform.scale
     for row, col in peaks:

@@ -52,6 +52,8 @@ def robust_depth(depth_m, u, v, radius_px=2, min_depth_m=0.0, max_depth_m=np.inf
     :returns: depth in metres, or None when the window holds no valid pixel.
     """
     h, w = depth_m.shape
+    if not (np.isfinite(u) and np.isfinite(v)):
+        return None
     col, row = int(round(u)), int(round(v))
     if not (0 <= col < w and 0 <= row < h):
         return None
@@ -119,7 +121,8 @@ def project_grasp(grasp, depth_m, intrinsics, depth_radius_px=2, min_depth_m=0.0
     :param grasp: a :class:`~grasp_fcn_ros.core.grasp.Grasp2D` in source pixels.
     :param depth_m: source depth image, metres.
     :param intrinsics: a :class:`~grasp_fcn_ros.core.geometry.CameraIntrinsics`.
-    :returns: a :class:`Grasp3D`, or None when the centre has no valid depth.
+    :returns: a :class:`Grasp3D`, or None when the centre has no valid depth or the pose
+        is not finite.
     """
     z = robust_depth(depth_m, grasp.u, grasp.v, depth_radius_px, min_depth_m, max_depth_m)
     if z is None:
@@ -130,6 +133,10 @@ def project_grasp(grasp, depth_m, intrinsics, depth_radius_px=2, min_depth_m=0.0
                                    [grasp.v - half[1], grasp.v + half[1]], z)
     width_m = float(np.linalg.norm(jaws[1] - jaws[0]))
     rotation = grasp_frame(intrinsics, grasp.u, grasp.v, grasp.angle)
-    return Grasp3D(position_m=position, quaternion=matrix_to_quaternion(rotation),
+    quaternion = matrix_to_quaternion(rotation)
+    if not (np.all(np.isfinite(position)) and np.all(np.isfinite(quaternion))
+            and np.isfinite(width_m)):
+        return None  # overflow with extreme intrinsics or width: no usable pose
+    return Grasp3D(position_m=position, quaternion=quaternion,
                    width_m=width_m, quality=float(grasp.quality), angle=float(grasp.angle),
                    u=float(grasp.u), v=float(grasp.v), depth_m=z)

@@ -1,0 +1,134 @@
+"""``grasp-fcn bench``: tiny runs that check what it reports, never how fast anything is."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from grasp_fcn_ros import bench
+from grasp_fcn_ros.cli import main
+from grasp_fcn_ros.core.depth import decode_depth
+
+STAGE_KEYS = {'p50', 'p99', 'max', 'mean'}
+
+
+@pytest.fixture(autouse=True)
+def _export_cache(tmp_path_factory, monkeypatch):
+    from grasp_fcn_ros.core import export
+    monkeypatch.setenv(export.CACHE_ENV, str(tmp_path_factory.getbasetemp() / 'export_cache'))
+
+
+def test_tiny_pipeline_run_writes_every_key(random_model_path, tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    assert main(['bench', '--model', random_model_path, '--frames', '2', '--warmup', '1',
+                 '--backends', 'torch', '--device', 'cpu', '--json', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert 'torch@cpu' in printed and 'e2e p50' in printed
+    report = json.loads(out.read_text())
+    assert report['mode'] == 'pipeline'
+    assert {'processor', 'cpu_count', 'torch', 'onnxruntime', 'openvino'} <= set(
+        report['machine'])
+    assert report['settings']['frames'] == 2 and report['settings']['warmup'] == 1
+    assert report['settings']['distinct_frames'] == 3  # the bundled demo frames
+    assert report['settings']['holes'] == 'edges'
+    assert 0.0 < report['settings']['invalid_fraction'] < 0.2
+    (key,) = report['backends']
+    assert key == 'torch@cpu'
+    entry = report['backends'][key]
+    for stage in bench.STAGES + ('e2e',):
+        assert set(entry[stage]) == STAGE_KEYS, stage
+        assert entry[stage]['p50'] <= entry[stage]['max']
+    assert entry['fps'] > 0
+    assert entry['fps_ratio_vs_torch'] == pytest.approx(1.0)
+    assert 0.0 <= entry['overhead_pct'] <= 100.0
+    assert {'load_s', 'grasps_mean', 'backend', 'device'} <= set(entry)
+
+
+def test_frames_are_cycled_and_stats_summarised(tmp_path):
+    frames = bench.load_frames(bench.default_frames_dir(), 10)
+    assert len(frames) == 3 and frames[0].shape == (480, 640)
+    summary = bench.summarise([1.0, 2.0, 3.0, 100.0])
+    assert summary['p50'] == pytest.approx(2.5) and summary['max'] == 100.0
+    assert bench.summarise([])['p50'] is None
+    with pytest.raises(FileNotFoundError):
+        bench.load_frames(str(tmp_path), 1)
+
+
+def test_edge_holes_invalidate_depth_steps_only():
+    depth = np.full((60, 80), 0.7, np.float32)
+    depth[20:40, 30:50] = 0.65  # a 5 cm box on a table
+    holed, fraction = bench.edge_holes(depth)
+    assert holed[30, 40] == pytest.approx(0.65) and holed[5, 5] == pytest.approx(0.7)
+    assert holed[20, 40] == 0.0 and holed[19, 40] == 0.0  # both sides of the step
+    assert fraction == pytest.approx((holed == 0).mean())
+    assert 0.0 < fraction < 0.2
+
+
+def test_frames_go_through_a_16uc1_image_and_back():
+    depth = np.array([[0.5, np.nan], [1.2345, 0.0]], np.float32)
+    data, height, width, encoding, step, bigendian = bench.encode_depth_16uc1(depth)
+    decoded = decode_depth(data, height, width, encoding, step, bool(bigendian))
+    np.testing.assert_allclose(decoded, [[0.5, 0.0], [1.235, 0.0]], atol=1e-6)
+    path = bench.MessagePath()
+    msg = path.encode(depth)
+    np.testing.assert_allclose(path.decode(msg), decoded)
+
+
+def test_targets(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    targets, _ = bench.bench_targets(['all'], 'auto')
+    assert ('torch', 'cpu') in targets and all(device == 'cpu' for _, device in targets)
+    assert bench.bench_targets(['torch'], 'cpu')[0] == [('torch', 'cpu')]
+    with pytest.raises(ValueError, match='unknown backend'):
+        bench.bench_targets(['tensorrt'], 'cpu')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    targets, notes = bench.bench_targets(['torch', 'openvino'], 'auto')
+    assert ('torch', 'cuda') in targets and ('openvino', 'cuda') not in targets
+    assert any('openvino' in note for note in notes)
+
+
+def test_missing_model_names_the_way_out(tmp_path):
+    with pytest.raises(FileNotFoundError, match='--model random'):
+        bench._resolve_model(str(tmp_path / 'none.pt'), str(tmp_path))
+
+
+def test_ros_environment_stays_on_this_machine(tmp_path, monkeypatch):
+    monkeypatch.delenv('ROS_DOMAIN_ID', raising=False)
+    monkeypatch.delenv('FASTDDS_DEFAULT_PROFILES_FILE', raising=False)
+    monkeypatch.delenv('FASTRTPS_DEFAULT_PROFILES_FILE', raising=False)
+    monkeypatch.delenv('RMW_IMPLEMENTATION', raising=False)
+    env, note = bench.ros_environment(transport='shm', folder=str(tmp_path))
+    assert env['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
+    assert env['ROS_DOMAIN_ID'].isdigit()
+    profile = open(env['FASTDDS_DEFAULT_PROFILES_FILE']).read()
+    assert '<type>SHM</type>' in profile and 'UDP' not in profile and note
+    env, note = bench.ros_environment(transport='default', folder=str(tmp_path))
+    assert 'FASTDDS_DEFAULT_PROFILES_FILE' not in env and note is None
+
+
+def test_node_command_sets_the_backend():
+    command = bench.node_command('/m.pt', 'openvino', 'cpu')
+    assert command[1:3] == ['-m', 'grasp_fcn_ros.node']
+    assert 'backend:=openvino' in command and 'model_path:=/m.pt' in command
+
+
+def test_tiny_ros_run(random_model_path, tmp_path, capsys, monkeypatch):
+    """The real node in its own process, two frames over ROS 2."""
+    pytest.importorskip('rclpy')
+    monkeypatch.setenv('ROS_DOMAIN_ID', str(1 + (os.getpid() * 31 + 7) % 101))
+    monkeypatch.setenv('AMENT_PREFIX_PATH', os.environ.get('VIRTUAL_ENV', os.sys.prefix))
+    out = tmp_path / 'ros.json'
+    assert main(['bench', '--ros', '--model', random_model_path, '--frames', '2',
+                 '--warmup', '1', '--backends', 'torch', '--device', 'cpu', '--rate', '2',
+                 '--json', str(out)]) == 0
+    report = json.loads(out.read_text())
+    entry = report['backends']['torch']
+    assert entry['published'] == 2
+    # the node keeps only the newest frame: the last one is always answered
+    assert 1 <= entry['received'] == 2 - entry['dropped']
+    assert set(entry['round_trip']) == STAGE_KEYS
+    assert set(entry['node_latency']['total']) == STAGE_KEYS
+    assert report['settings']['transport'] == 'shm'
