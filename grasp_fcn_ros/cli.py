@@ -75,7 +75,8 @@ def _train_config(args):
     return TrainConfig(dataset=args.dataset, output_dir=args.output, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        device=args.device, folds=args.folds, fold=args.fold, split=args.split,
-                       object_map=args.object_map, augment=augment)
+                       object_map=args.object_map, augment=augment,
+                       batch_renorm=not args.no_batch_renorm)
 
 
 def cmd_train(args):
@@ -152,6 +153,8 @@ def build_parser():
     p.add_argument('--object-map', help='file of "image object" lines for object-wise splits')
     p.add_argument('--cross-validate', action='store_true', help='train and score every fold')
     p.add_argument('--no-augment', action='store_true')
+    p.add_argument('--no-batch-renorm', action='store_true',
+                   help='train BatchNorm layers on plain batch statistics')
     p.add_argument('--resume', action='store_true', help='continue from <output>/last.pt')
     p.set_defaults(func=cmd_train)
 
