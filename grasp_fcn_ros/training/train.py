@@ -13,9 +13,15 @@ from torch.nn import functional as F
 
 from ..core.backends import resolve_device, TorchBackend
 from ..core.detector import DetectorConfig, GraspDetector
-from ..core.model import GraspFCN, load_checkpoint, ModelConfig, save_checkpoint
+from ..core.model import (
+    GraspFCN,
+    load_checkpoint,
+    load_model,
+    ModelConfig,
+    save_checkpoint,
+)
 from .dataset import AugmentConfig, find_samples, make_example, split_folds
-from .evaluate import evaluate
+from .evaluate import evaluate, EvaluationResult
 from .renorm import set_renorm_limits, use_batch_renorm
 
 LOG_FIELDS = ('epoch', 'loss', 'loss_quality', 'loss_angle', 'loss_width', 'train_accuracy',
@@ -223,26 +229,21 @@ def cross_validate(config, resume=False, progress=None, log=print):
 
     :returns: the ``cv.json`` content.
     """
-    from ..core.model import load_model
-    from .evaluate import EvaluationResult
-
     if config.folds < 2:
         raise ValueError('cross-validation needs folds >= 2')
     root = config.output_dir
+    device = resolve_device(config.device)
+    samples, _ = find_samples(config.dataset, config.object_map)
+    samples = [s for s in samples if s.load().grasps]
     folds = []
     for k in range(config.folds):
         fold_config = TrainConfig(**{**asdict(config), 'augment': config.augment,
                                      'fold': k, 'output_dir': os.path.join(root, f'fold_{k}')})
         log(f'--- fold {k + 1}/{config.folds} ({config.split}-wise) ---')
         train(fold_config, resume=resume, progress=progress, log=log)
-        samples, _ = find_samples(config.dataset, config.object_map)
-        samples = [s for s in samples if s.load().grasps]
         _, test = split_samples(samples, fold_config)
         model, _ = load_model(os.path.join(fold_config.output_dir, 'last.pt'))
-        device = resolve_device(config.device)
-        detector = GraspDetector(TorchBackend(model, device),
-                                 DetectorConfig(crop_size_px=config.crop_size_px))
-        result = evaluate(detector, test)
+        result = validate(model, test, fold_config, device)
         folds.append(result)
         log(f'fold {k + 1}: acc@0.25 {100 * result.accuracy[0.25]:.1f} % '
             f'on {result.images} images')
