@@ -256,6 +256,13 @@ def test_bad_input_warns_once_then_next_frame_served(detector, client, make_bad)
     ('backend', 'tensorflow', "unknown backend 'tensorflow'"),
     ('q_threshold', 'high', 'type'),
     ('image_reliability', 'reliable', 'read-only'),
+    ('crop_size', -1, 'out of range'),
+    ('depth_scale', 0.0, 'out of range'),
+    ('min_distance', 0, 'out of range'),
+    ('q_sigma', -1.0, 'out of range'),
+    ('max_grasps', 2.5, 'type'),
+    ('latency_log_period', -1.0, 'out of range'),
+    ('device', 'cuda:x', "unknown device 'cuda:x'"),
 ])
 def test_invalid_parameter_rejected_with_reason(detector, client, name, value, words):
     before = client.get_parameters(detector.node_name, [name])[name]
