@@ -76,7 +76,7 @@ def _train_config(args):
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        device=args.device, folds=args.folds, fold=args.fold, split=args.split,
                        object_map=args.object_map, augment=augment,
-                       batch_renorm=not args.no_batch_renorm)
+                       lr_schedule=args.lr_schedule, batch_renorm=args.batch_renorm)
 
 
 def cmd_train(args):
@@ -144,7 +144,9 @@ def build_parser():
     p.add_argument('--output', required=True, help='run folder (checkpoints, log.csv)')
     p.add_argument('--epochs', type=int, default=100)
     p.add_argument('--batch-size', type=int, default=8)
-    p.add_argument('--lr', type=float, default=1e-3)
+    p.add_argument('--lr', type=float, default=1e-3, help='Adam learning rate (peak)')
+    p.add_argument('--lr-schedule', choices=('cosine', 'constant'), default='cosine',
+                   help='cosine: from --lr down to 0 over the run')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='auto')
     p.add_argument('--folds', type=int, default=0, help='k of k-fold splits (0 = train on all)')
@@ -153,8 +155,9 @@ def build_parser():
     p.add_argument('--object-map', help='file of "image object" lines for object-wise splits')
     p.add_argument('--cross-validate', action='store_true', help='train and score every fold')
     p.add_argument('--no-augment', action='store_true')
-    p.add_argument('--no-batch-renorm', action='store_true',
-                   help='train BatchNorm layers on plain batch statistics')
+    p.add_argument('--batch-renorm', action='store_true',
+                   help='train BatchNorm layers with Batch Renormalization (default: plain '
+                   'BatchNorm, running statistics recalibrated on training images)')
     p.add_argument('--resume', action='store_true', help='continue from <output>/last.pt')
     p.set_defaults(func=cmd_train)
 

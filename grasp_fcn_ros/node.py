@@ -174,6 +174,9 @@ PARAMETERS = {
     'width_sigma': ParameterSpec(
         _POST.width_sigma_px, 'Gaussian sigma smoothing the width map, network pixels '
         '(0 = none)', (0.0, 50.0)),
+    'width_given_quality': ParameterSpec(
+        _POST.width_given_quality, 'read the width map as width / Q, the width of a grasp '
+        'the network is unsure of (it under-estimates those); false = the raw width map'),
     'depth_radius': ParameterSpec(
         _CORE.depth_radius_px, 'half side of the window whose median depth places a grasp, '
         'source pixels', (0, 50)),
@@ -224,7 +227,8 @@ def detector_config(values):
         q_threshold=float(values['q_threshold']), max_grasps=int(values['max_grasps']),
         min_distance_px=int(values['min_distance']), q_sigma_px=float(values['q_sigma']),
         angle_sigma_px=float(values['angle_sigma']),
-        width_sigma_px=float(values['width_sigma']))
+        width_sigma_px=float(values['width_sigma']),
+        width_given_quality=bool(values['width_given_quality']))
     return DetectorConfig(
         crop_size_px=int(values['crop_size']), crop_offset_x_px=int(values['crop_offset_x']),
         crop_offset_y_px=int(values['crop_offset_y']), min_depth_m=float(values['min_depth']),

@@ -57,11 +57,29 @@ def test_maps_from_output_angle_and_width():
     out[1] = np.cos(2 * phi)
     out[2] = np.sin(2 * phi)
     out[3] = 0.4
-    config = PostprocessConfig(q_sigma_px=0, angle_sigma_px=0, width_sigma_px=0)
+    config = PostprocessConfig(q_sigma_px=0, angle_sigma_px=0, width_sigma_px=0,
+                               width_given_quality=False)
     maps = maps_from_output(out, max_width_px=150.0, config=config)
     np.testing.assert_allclose(maps.angle, phi, atol=1e-6)
     np.testing.assert_allclose(maps.width_px, 60.0, rtol=1e-6)
     assert maps.quality[20, 20] == 1.0
+
+
+def test_width_given_quality_recovers_the_width_of_an_uncertain_grasp():
+    # an MSE-trained network unsure of a grasp of width 0.4 (60 px) outputs Q = p, width = p*0.4
+    out = np.zeros((4, 40, 40), np.float32)
+    out[0, 10:30, 10:30] = 0.25
+    out[3, 10:30, 10:30] = 0.25 * 0.4
+    out[0, 2, 2] = 0.01
+    out[3, 2, 2] = 0.3  # below the floor: divided by 0.05, clipped to the 1.0 maximum
+    config = PostprocessConfig(q_sigma_px=0, angle_sigma_px=0, width_sigma_px=0)
+    maps = maps_from_output(out, max_width_px=150.0, config=config)
+    np.testing.assert_allclose(maps.width_px[10:30, 10:30], 60.0, rtol=1e-5)
+    assert maps.width_px[2, 2] == pytest.approx(150.0)
+    assert maps.width_px[35, 35] == 0.0
+    raw = maps_from_output(out, 150.0, PostprocessConfig(
+        q_sigma_px=0, angle_sigma_px=0, width_sigma_px=0, width_given_quality=False))
+    np.testing.assert_allclose(raw.width_px[10:30, 10:30], 15.0, rtol=1e-5)
 
 
 def test_maps_clip_quality_and_negative_width():

@@ -2,7 +2,12 @@ import torch
 from torch import nn
 
 from grasp_fcn_ros.core.model import GraspFCN
-from grasp_fcn_ros.training.renorm import BatchRenorm2d, set_renorm_limits, use_batch_renorm
+from grasp_fcn_ros.training.renorm import (
+    BatchRenorm2d,
+    recalibrate_batchnorm,
+    set_renorm_limits,
+    use_batch_renorm,
+)
 
 
 def _pair():
@@ -51,3 +56,28 @@ def test_limits_relax_linearly():
     assert (renorm.r_max, renorm.d_max) == (2.0, 2.5)
     set_renorm_limits([renorm], step=500, warmup_steps=100)
     assert (renorm.r_max, renorm.d_max) == (3.0, 5.0)
+
+
+def test_recalibration_sets_the_average_statistics_of_the_batches():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2))
+    model[1].running_mean.fill_(7.0)
+    weights = [p.clone() for p in model.parameters()]
+    batches = [torch.randn(2, 1, 4, 4) * s + m for s, m in ((1.0, 0.0), (2.0, 3.0), (0.5, -1.0))]
+    assert recalibrate_batchnorm(model, iter(batches)) == 3
+    with torch.no_grad():
+        features = [model[0](x) for x in batches]
+    mean = torch.stack([f.mean(dim=(0, 2, 3)) for f in features]).mean(0)
+    var = torch.stack([f.var(dim=(0, 2, 3), unbiased=True) for f in features]).mean(0)
+    torch.testing.assert_close(model[1].running_mean, mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model[1].running_var, var, rtol=1e-5, atol=1e-6)
+    assert model[1].momentum == 0.1 and model.training
+    for before, after in zip(weights, model.parameters()):
+        torch.testing.assert_close(before, after)
+
+
+def test_recalibration_without_batches_keeps_the_statistics():
+    layer = nn.BatchNorm2d(2)
+    layer.running_var.fill_(3.0)
+    assert recalibrate_batchnorm(nn.Sequential(layer), iter([])) == 0
+    assert layer.running_var.tolist() == [3.0, 3.0] and layer.momentum == 0.1

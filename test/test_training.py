@@ -9,7 +9,7 @@ from grasp_fcn_ros.core.detector import DetectorConfig, GraspDetector
 from grasp_fcn_ros.core.model import GraspFCN, load_checkpoint, ModelConfig
 from grasp_fcn_ros.training.dataset import find_samples, make_example
 from grasp_fcn_ros.training.evaluate import evaluate, JACCARD_THRESHOLDS
-from grasp_fcn_ros.training.train import grasp_loss, train, TrainConfig
+from grasp_fcn_ros.training.train import grasp_loss, learning_rate, train, TrainConfig
 
 from synthetic_cornell import write_dataset
 
@@ -82,9 +82,17 @@ def test_training_writes_checkpoints_log_and_resumes_identically(dataset, tmp_pa
         return TrainConfig(dataset=dataset, output_dir=str(out), epochs=epochs, batch_size=2,
                            seed=3, device='cpu', folds=3, fold=0)
 
+    class Interrupted(Exception):
+        pass
+
+    def interrupt_after_first_epoch(line):
+        if line.startswith('epoch 1/'):
+            raise Interrupted
+
     quiet = dict(log=lambda *_: None)
     straight = train(config(tmp_path / 'a', 2), **quiet)
-    train(config(tmp_path / 'b', 1), **quiet)
+    with pytest.raises(Interrupted):  # killed after epoch 1's checkpoint; same schedule
+        train(config(tmp_path / 'b', 2), log=interrupt_after_first_epoch)
     train(config(tmp_path / 'b', 2), resume=True, **quiet)
     with open(straight['log']) as stream:
         rows = list(csv.DictReader(stream))
@@ -97,3 +105,14 @@ def test_training_writes_checkpoints_log_and_resumes_identically(dataset, tmp_pa
         torch.testing.assert_close(b['state_dict'][key], value, rtol=1e-4, atol=1e-5)
     with open(tmp_path / 'b' / 'log.csv') as stream:
         assert len(list(csv.DictReader(stream))) == 2
+
+
+def test_cosine_schedule_falls_from_the_peak_to_zero():
+    config = TrainConfig(dataset='', output_dir='', lr=1e-3)
+    assert learning_rate(config, 0, 100) == pytest.approx(1e-3)
+    assert learning_rate(config, 50, 100) == pytest.approx(5e-4)
+    assert learning_rate(config, 100, 100) == pytest.approx(0.0, abs=1e-12)
+    constant = TrainConfig(dataset='', output_dir='', lr=1e-3, lr_schedule='constant')
+    assert learning_rate(constant, 99, 100) == 1e-3
+    with pytest.raises(ValueError, match='lr_schedule'):
+        learning_rate(TrainConfig(dataset='', output_dir='', lr_schedule='step'), 0, 10)

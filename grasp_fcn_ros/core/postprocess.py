@@ -18,6 +18,8 @@ class PostprocessConfig:
     :param q_sigma_px: Gaussian sigma applied to Q, network pixels (0 = none).
     :param angle_sigma_px: Gaussian sigma applied to cos/sin, network pixels (0 = none).
     :param width_sigma_px: Gaussian sigma applied to the width map, network pixels (0 = none).
+    :param width_given_quality: read the width as ``width / Q`` (see :func:`maps_from_output`).
+    :param width_quality_floor: smallest Q divided by when ``width_given_quality`` is set.
     """
 
     q_threshold: float = 0.2
@@ -26,6 +28,8 @@ class PostprocessConfig:
     q_sigma_px: float = 2.0
     angle_sigma_px: float = 2.0
     width_sigma_px: float = 1.0
+    width_given_quality: bool = True
+    width_quality_floor: float = 0.05
 
 
 @dataclass
@@ -53,15 +57,27 @@ def smooth(image, sigma_px):
 def maps_from_output(output, max_width_px, config):
     """Turn raw network output (4, H, W: Q, cos 2phi, sin 2phi, width/max) into smoothed maps.
 
+    The network is trained with a mean squared error against a width map that is zero
+    wherever there is no grasp, so where it is unsure whether a pixel is a grasp (Q = p) its
+    best width estimate is ``p * width``: uncertain grasps come out too narrow. With
+    ``config.width_given_quality`` the width is read as ``width / Q`` (both smoothed alike, Q
+    floored at ``config.width_quality_floor``, the result at most 1.0), the width a grasp there
+    would have; a network that is sure (Q = 1 on its grasps) is unaffected.
+
     :param output: float array (4, H, W).
     :param max_width_px: network pixels that a width value of 1.0 stands for.
     :param config: a :class:`PostprocessConfig`.
     """
     output = np.asarray(output, dtype=np.float32)
-    quality = smooth(np.clip(output[0], 0.0, 1.0), config.q_sigma_px)
+    raw_quality = np.clip(output[0], 0.0, 1.0)
+    quality = smooth(raw_quality, config.q_sigma_px)
     cos2 = smooth(output[1], config.angle_sigma_px)
     sin2 = smooth(output[2], config.angle_sigma_px)
-    width = smooth(np.clip(output[3], 0.0, None), config.width_sigma_px) * max_width_px
+    width = smooth(np.clip(output[3], 0.0, None), config.width_sigma_px)
+    if config.width_given_quality:
+        given = smooth(raw_quality, config.width_sigma_px)
+        width = np.minimum(width / np.maximum(given, config.width_quality_floor), 1.0)
+    width = width * max_width_px
     angle = 0.5 * np.arctan2(sin2, cos2)
     return GraspMaps(quality, angle.astype(np.float32), width.astype(np.float32))
 

@@ -1,11 +1,13 @@
-"""Batch Renormalization for training the network's BatchNorm layers.
+"""BatchNorm statistics for training with small batches: recalibration and Batch Renormalization.
 
 With small batches of dissimilar depth images, plain BatchNorm trains on per-batch statistics
 that the running averages used at inference do not reproduce, and the trained network scores
 far worse in eval mode than in train mode. Batch Renormalization (Ioffe, 2017) corrects the
 batch statistics towards the running ones during training, so training sees what inference
 sees. It changes training only: the layers keep BatchNorm2d's parameters and buffers, so
-checkpoints load into the plain network.
+checkpoints load into the plain network. The lighter remedy, :func:`recalibrate_batchnorm`,
+trains with plain BatchNorm and replaces the running averages (which over-weight the last few
+batches) by the average over many training images before each evaluation and checkpoint.
 """
 
 import torch
@@ -57,3 +59,34 @@ def set_renorm_limits(layers, step, warmup_steps, r_max=3.0, d_max=5.0):
     for layer in layers:
         layer.r_max = 1.0 + t * (r_max - 1.0)
         layer.d_max = t * d_max
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model, batches):
+    """Set every BatchNorm2d's running mean and variance to their average over ``batches``.
+
+    The model runs in train mode (batch statistics, no gradients) and is left in train mode;
+    weights are untouched. The running averages otherwise follow the last batches with
+    momentum 0.1, and with small batches they are a noisy estimate of what inference meets.
+
+    :param batches: iterable of input tensors (B, 1, S, S) already on the model's device.
+    :returns: the number of batches seen (0 leaves the statistics as they were).
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(),
+              m.num_batches_tracked.clone()) for m in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average
+    model.train()
+    count = 0
+    for x in batches:
+        model(x)
+        count += 1
+    for layer, (momentum, mean, var, tracked) in zip(layers, saved):
+        layer.momentum = momentum
+        if count == 0:
+            layer.running_mean.copy_(mean)
+            layer.running_var.copy_(var)
+            layer.num_batches_tracked.copy_(tracked)
+    return count

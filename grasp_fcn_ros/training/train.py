@@ -3,6 +3,7 @@
 import csv
 from dataclasses import asdict, dataclass, field
 import json
+import math
 import os
 import random
 import time
@@ -22,7 +23,7 @@ from ..core.model import (
 )
 from .dataset import AugmentConfig, find_samples, make_example, split_folds
 from .evaluate import evaluate, EvaluationResult
-from .renorm import set_renorm_limits, use_batch_renorm
+from .renorm import recalibrate_batchnorm, set_renorm_limits, use_batch_renorm
 
 LOG_FIELDS = ('epoch', 'loss', 'loss_quality', 'loss_angle', 'loss_width', 'train_accuracy',
               'val_images', 'val_accuracy', 'seconds')
@@ -39,7 +40,9 @@ class TrainConfig:
     :param output_dir: where checkpoints and the log go.
     :param epochs: passes over the training images.
     :param batch_size: images per optimiser step.
-    :param lr: Adam learning rate.
+    :param lr: Adam learning rate (the peak, with a schedule).
+    :param lr_schedule: ``constant``, or ``cosine``: the rate falls from ``lr`` to 0 along a
+        half cosine over all optimiser steps of the run.
     :param seed: seeds Python, numpy and torch; also the split.
     :param device: ``auto``, ``cpu`` or ``cuda``.
     :param weights: loss weights (quality, angle, width) of the weighted MSE.
@@ -51,6 +54,9 @@ class TrainConfig:
     :param channels_last: train in the channels-last memory format (faster on CPUs).
     :param batch_renorm: train the BatchNorm layers with Batch Renormalization (see
         :mod:`~grasp_fcn_ros.training.renorm`); inference is unchanged.
+    :param recalibration_images: with plain BatchNorm, training images (centred crops, as the
+        detector sees them) whose average statistics replace the running ones before each
+        evaluation and checkpoint; 0 = keep the running averages.
     :param renorm_warmup_steps: optimiser steps over which the renormalisation limits relax.
     :param augment: random crop / zoom / rotation settings, or None.
     """
@@ -60,6 +66,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 8
     lr: float = 1e-3
+    lr_schedule: str = 'cosine'
     seed: int = 0
     device: str = 'auto'
     weights: tuple = (5.0, 3.0, 4.0)
@@ -69,7 +76,8 @@ class TrainConfig:
     object_map: str = None
     crop_size_px: int = 400
     channels_last: bool = True
-    batch_renorm: bool = True
+    batch_renorm: bool = False
+    recalibration_images: int = 32
     renorm_warmup_steps: int = 200
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -85,6 +93,25 @@ def grasp_loss(pred, target, weights):
     width = F.mse_loss(pred[:, 3], target[:, 3])
     total = wq * quality + wa * angle + ww * width
     return total, {'quality': quality.item(), 'angle': angle.item(), 'width': width.item()}
+
+
+def learning_rate(config, step, total_steps):
+    """The learning rate of optimiser step ``step`` (0-based) of ``total_steps``."""
+    if config.lr_schedule == 'constant':
+        return config.lr
+    if config.lr_schedule == 'cosine':
+        return 0.5 * config.lr * (1.0 + math.cos(math.pi * min(step / total_steps, 1.0)))
+    raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got '{config.lr_schedule}'")
+
+
+def _recalibration_batches(samples, config, model_config, device, memory_format):
+    """Un-augmented training inputs, batch by batch, for :func:`recalibrate_batchnorm`."""
+    chosen = samples[:config.recalibration_images]
+    for start in range(0, len(chosen), config.batch_size):
+        xs = [make_example(s, model_config.input_size, config.crop_size_px,
+                           model_config.max_width_px)[0]
+              for s in chosen[start:start + config.batch_size]]
+        yield torch.from_numpy(np.stack(xs)).to(device).contiguous(memory_format=memory_format)
 
 
 def seed_everything(seed):
@@ -170,6 +197,8 @@ def train(config, resume=False, progress=None, log=print):
             csv.writer(stream).writerow(LOG_FIELDS)
 
     steps_per_epoch = (len(train_set) + config.batch_size - 1) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    learning_rate(config, 0, total_steps)  # rejects an unknown schedule before any work
     config_dict = asdict(config)
     for epoch in range(start_epoch, config.epochs):
         torch.manual_seed(config.seed * 100003 + epoch)
@@ -179,8 +208,10 @@ def train(config, resume=False, progress=None, log=print):
         bar = progress(total=steps_per_epoch, desc=f'epoch {epoch + 1}/{config.epochs}',
                        leave=False) if progress else None
         for step, (x, y) in enumerate(_batches(train_set, config, model_config, epoch)):
-            set_renorm_limits(renorm_layers, epoch * steps_per_epoch + step,
-                              config.renorm_warmup_steps)
+            global_step = epoch * steps_per_epoch + step
+            set_renorm_limits(renorm_layers, global_step, config.renorm_warmup_steps)
+            for group in optimiser.param_groups:
+                group['lr'] = learning_rate(config, global_step, total_steps)
             x, y = x.to(device).contiguous(memory_format=memory_format), y.to(device)
             loss, parts = grasp_loss(model(x), y, config.weights)
             optimiser.zero_grad(set_to_none=True)
@@ -194,6 +225,9 @@ def train(config, resume=False, progress=None, log=print):
         if bar:
             bar.close()
         totals /= len(train_set)
+        if not renorm_layers and config.recalibration_images > 0:
+            recalibrate_batchnorm(model, _recalibration_batches(
+                train_set, config, model_config, device, memory_format))
         fit = validate(model, train_set[:MONITOR_IMAGES], config, device).accuracy[0.25]
         accuracy = float('nan')
         if val_set:
