@@ -22,7 +22,8 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE_NAME]),
         (SHARE, ['package.xml']),
         (os.path.join(SHARE, 'launch'), files('launch/*.launch.py')),
-        (os.path.join(SHARE, 'config'), files('config/*.yaml') + files('config/*.rviz')),
+        (os.path.join(SHARE, 'config'), files('config/*.yaml') + files('config/*.rviz')
+         + files('config/*.xml')),
         (os.path.join(SHARE, 'models'), files('models/*')),
         (os.path.join(SHARE, 'demo'), files('demo/*.md')),
         (os.path.join(SHARE, 'demo', 'frames'), files('demo/frames/*')),

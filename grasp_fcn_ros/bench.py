@@ -18,7 +18,6 @@ import glob
 import json
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import types
 
 import numpy as np
 
-from .resources import share_directory
+from .resources import fastdds_shm_profile_path, share_directory
 
 #: Camera model of the bundled frames (Kinect v1 approximation, see demo/README.md).
 FOCAL_PX = 585.0
@@ -485,38 +484,14 @@ WARMUP_ATTEMPTS = 10
 WARMUP_WAIT_S = 5.0
 
 
-#: Fast DDS profile of ``--transport shm``: shared memory only (nothing leaves the machine), with
-#: segments large enough for a 640x480 depth frame. Fast DDS's default 512 KiB segment makes
-#: larger best-effort samples (a 640x480 16UC1 frame is 600 KiB) fall back to fragmented UDP,
-#: which drops a good share of them.
-SHM_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
-<profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
-  <transport_descriptors>
-    <transport_descriptor>
-      <transport_id>grasp_fcn_shm</transport_id>
-      <type>SHM</type>
-      <segment_size>{segment_bytes}</segment_size>
-    </transport_descriptor>
-  </transport_descriptors>
-  <participant profile_name="grasp_fcn_bench" is_default_profile="true">
-    <rtps>
-      <userTransports>
-        <transport_id>grasp_fcn_shm</transport_id>
-      </userTransports>
-      <useBuiltinTransports>false</useBuiltinTransports>
-    </rtps>
-  </participant>
-</profiles>
-"""
-SHM_SEGMENT_BYTES = 16 * 1024 * 1024
 
 
-def ros_environment(base=None, transport='default', folder=None):
+def ros_environment(base=None, transport='default'):
     """The environment of the benchmark's ROS 2 processes: discovery kept on this machine and a
     domain of its own unless ``ROS_DOMAIN_ID`` is set.
 
-    :param transport: ``default`` (the RMW's own), or ``shm``: with Fast DDS, the
-        :data:`SHM_PROFILE` written to ``folder`` (unless a profile file is set already).
+    :param transport: ``default`` (the RMW's own), or ``shm``: with Fast DDS, the packaged
+        ``config/fastdds_shm.xml`` (unless a profile file is set already).
     :returns: ``(env, note)``; the note says what was changed, or None.
     """
     env = dict(os.environ if base is None else base)
@@ -532,12 +507,9 @@ def ros_environment(base=None, transport='default', folder=None):
                 'FASTRTPS_DEFAULT_PROFILES_FILE'):
             note = '--transport shm: a Fast DDS profile file is set already and was kept'
         else:
-            path = os.path.join(folder, 'fastdds_shm.xml')
-            with open(path, 'w') as stream:
-                stream.write(SHM_PROFILE.format(segment_bytes=SHM_SEGMENT_BYTES))
+            path = fastdds_shm_profile_path()
             env['FASTDDS_DEFAULT_PROFILES_FILE'] = path
-            note = (f'Fast DDS over shared memory only, {SHM_SEGMENT_BYTES >> 20} MiB '
-                    'segments (--transport shm)')
+            note = f'Fast DDS over shared memory only, profile {path} (--transport shm)'
     return env, note
 
 
@@ -672,8 +644,7 @@ def run_ros_bench(args, model_path, frames, backends):
     from .core.backends import BACKENDS
 
     names = list(BACKENDS) if backends == ['all'] else backends
-    folder = tempfile.mkdtemp(prefix='grasp_fcn_bench_')
-    env, transport_note = ros_environment(transport=args.transport, folder=folder)
+    env, transport_note = ros_environment(transport=args.transport)
     # this process's participant needs the same settings as the node's: set them while the
     # benchmark runs, then put the caller's environment back
     keys = ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_DOMAIN_ID', 'FASTDDS_DEFAULT_PROFILES_FILE')
@@ -730,7 +701,6 @@ def run_ros_bench(args, model_path, frames, backends):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        shutil.rmtree(folder, ignore_errors=True)
     print(format_ros_table(results))
     for line in notes:
         print(f'note: {line}')

@@ -5,6 +5,8 @@ import os
 PACKAGE_NAME = 'grasp_fcn'
 #: File name of the packaged model in ``models/``.
 DEFAULT_MODEL = 'grasp_fcn_cornell.pt'
+#: Fast DDS profile (shared memory only, 16 MiB segments) in ``config/``.
+FASTDDS_SHM_PROFILE = 'fastdds_shm.xml'
 
 
 def share_directory():
@@ -22,3 +24,8 @@ def share_directory():
 def default_model_path():
     """Path of the packaged model (it may not exist before training)."""
     return os.path.join(share_directory(), 'models', DEFAULT_MODEL)
+
+
+def fastdds_shm_profile_path():
+    """Path of the packaged Fast DDS shared-memory profile (for FASTDDS_DEFAULT_PROFILES_FILE)."""
+    return os.path.join(share_directory(), 'config', FASTDDS_SHM_PROFILE)

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import zlib
 
@@ -30,32 +29,11 @@ from visualization_msgs.msg import MarkerArray
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: Fast DDS participant profile for the test processes: shared memory only (nothing leaves the
-#: machine) with segments large enough for whole depth images. With the default transports a
+#: The packaged Fast DDS profile (config/fastdds_shm.xml): shared memory only (nothing leaves
+#: the machine) with segments large enough for whole depth images. With the default transports a
 #: best-effort subscription loses images over the 512 KiB default segment (a 640x480 16UC1
 #: image is 600 KiB): they fall back to fragmented UDP and lose a fragment.
-FASTDDS_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
-<dds xmlns="http://www.eprosima.com">
-  <profiles>
-    <transport_descriptors>
-      <transport_descriptor>
-        <transport_id>grasp_fcn_test_shm</transport_id>
-        <type>SHM</type>
-        <segment_size>8388608</segment_size>
-        <port_queue_capacity>64</port_queue_capacity>
-      </transport_descriptor>
-    </transport_descriptors>
-    <participant profile_name="grasp_fcn_test" is_default_profile="true">
-      <rtps>
-        <userTransports>
-          <transport_id>grasp_fcn_test_shm</transport_id>
-        </userTransports>
-        <useBuiltinTransports>false</useBuiltinTransports>
-      </rtps>
-    </participant>
-  </profiles>
-</dds>
-"""
+FASTDDS_PROFILE = os.path.join(REPO_ROOT, 'config', 'fastdds_shm.xml')
 
 #: Reliable, keep the last 10: what the test side uses for its publishers and subscribers.
 TEST_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
@@ -67,19 +45,6 @@ def unique_domain_id(salt):
     return 1 + (os.getpid() * 7919 + zlib.crc32(salt.encode())) % 101
 
 
-def fastdds_profile_path():
-    """Write :data:`FASTDDS_PROFILE` to the temporary folder (once; the name is its checksum)
-    and return its path."""
-    name = f'grasp_fcn_test_fastdds_{zlib.crc32(FASTDDS_PROFILE.encode()):08x}.xml'
-    path = os.path.join(tempfile.gettempdir(), name)
-    if not os.path.isfile(path):
-        partial = f'{path}.{os.getpid()}'
-        with open(partial, 'w') as stream:
-            stream.write(FASTDDS_PROFILE)
-        os.replace(partial, path)
-    return path
-
-
 def use_test_transport():
     """Make rclpy participants created later in this process use :data:`FASTDDS_PROFILE`.
 
@@ -87,7 +52,7 @@ def use_test_transport():
     must run before anything in the process initialises rclpy.
     """
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = fastdds_profile_path()
+    os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = FASTDDS_PROFILE
 
 
 def ros_environment(domain_id):
@@ -95,7 +60,7 @@ def ros_environment(domain_id):
     the shared-memory transport of :data:`FASTDDS_PROFILE`."""
     env = dict(os.environ)
     env.update({
-        'FASTDDS_DEFAULT_PROFILES_FILE': fastdds_profile_path(),
+        'FASTDDS_DEFAULT_PROFILES_FILE': FASTDDS_PROFILE,
         'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
         'ROS_DOMAIN_ID': str(domain_id),
         'PYTHONUNBUFFERED': '1',

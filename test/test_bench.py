@@ -95,17 +95,18 @@ def test_missing_model_names_the_way_out(tmp_path):
         bench._resolve_model(str(tmp_path / 'none.pt'), str(tmp_path))
 
 
-def test_ros_environment_stays_on_this_machine(tmp_path, monkeypatch):
+def test_ros_environment_stays_on_this_machine(monkeypatch):
     monkeypatch.delenv('ROS_DOMAIN_ID', raising=False)
     monkeypatch.delenv('FASTDDS_DEFAULT_PROFILES_FILE', raising=False)
     monkeypatch.delenv('FASTRTPS_DEFAULT_PROFILES_FILE', raising=False)
     monkeypatch.delenv('RMW_IMPLEMENTATION', raising=False)
-    env, note = bench.ros_environment(transport='shm', folder=str(tmp_path))
+    env, note = bench.ros_environment(transport='shm')
     assert env['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
     assert env['ROS_DOMAIN_ID'].isdigit()
     profile = open(env['FASTDDS_DEFAULT_PROFILES_FILE']).read()
-    assert '<type>SHM</type>' in profile and 'UDP' not in profile and note
-    env, note = bench.ros_environment(transport='default', folder=str(tmp_path))
+    assert '<type>SHM</type>' in profile and '<type>UDP' not in profile and note
+    assert '<useBuiltinTransports>false</useBuiltinTransports>' in profile
+    env, note = bench.ros_environment(transport='default')
     assert 'FASTDDS_DEFAULT_PROFILES_FILE' not in env and note is None
 
 

@@ -74,7 +74,8 @@ def test_data_files_cover_every_file_of_the_data_folders(installed, folder):
 
 def test_the_files_of_the_ros_contract_are_shipped(installed):
     assert 'launch/detector.launch.py' in installed[f'{SHARE}/launch']
-    assert {'config/detector.yaml', 'config/grasp_fcn.rviz'} <= installed[f'{SHARE}/config']
+    assert {'config/detector.yaml', 'config/grasp_fcn.rviz',
+            'config/fastdds_shm.xml'} <= installed[f'{SHARE}/config']
     frames = installed[f'{SHARE}/demo/frames']
     for suffix in ('d.tiff', 'r.png', 'cpos.txt'):
         assert len([f for f in frames if f.endswith(suffix)]) == 3
