@@ -339,6 +339,8 @@ def test_robust_depth_is_finite_and_in_range_or_none(depth, u, v, radius, min_de
        radius=st.integers(0, 4))
 @example(depth=np.ones((2, 2), np.float32), u=0.0, v=0.0, angle=0.0, width_px=10.0,
          quality=1.0, fx=1e-300, fy=1.0, cx=0.0, cy=0.0, radius=1)
+@example(depth=np.ones((1, 1), np.float32), u=0.0, v=0.5, angle=0.0, width_px=0.0,
+         quality=0.0, fx=1.0, fy=1.0, cx=0.0, cy=0.0, radius=0)  # v = 0.5 is in row 1
 def test_project_grasp_never_returns_a_non_finite_pose(depth, u, v, angle, width_px, quality,
                                                        fx, fy, cx, cy, radius):
     camera = CameraIntrinsics(fx, fy, cx, cy)

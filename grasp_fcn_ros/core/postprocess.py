@@ -76,7 +76,9 @@ def maps_from_output(output, max_width_px, config):
     width = smooth(np.clip(output[3], 0.0, None), config.width_sigma_px)
     if config.width_given_quality:
         given = smooth(raw_quality, config.width_sigma_px)
-        width = np.minimum(width / np.maximum(given, config.width_quality_floor), 1.0)
+        width = width / np.maximum(given, config.width_quality_floor)
+        # a non-finite width stays non-finite (no grasp there), others are capped at 1.0
+        width = np.where(np.isfinite(width), np.minimum(width, 1.0), np.nan)
     width = width * max_width_px
     angle = 0.5 * np.arctan2(sin2, cos2)
     return GraspMaps(quality, angle.astype(np.float32), width.astype(np.float32))

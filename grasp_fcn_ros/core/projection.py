@@ -54,7 +54,8 @@ def robust_depth(depth_m, u, v, radius_px=2, min_depth_m=0.0, max_depth_m=np.inf
     h, w = depth_m.shape
     if not (np.isfinite(u) and np.isfinite(v)):
         return None
-    col, row = int(round(u)), int(round(v))
+    # pixel k covers [k - 0.5, k + 0.5): round halves up, not to even as round() does
+    col, row = int(np.floor(u + 0.5)), int(np.floor(v + 0.5))
     if not (0 <= col < w and 0 <= row < h):
         return None
     r = max(int(radius_px), 0)
