@@ -9,7 +9,7 @@ from grasp_fcn_ros.core.detector import DetectorConfig, GraspDetector
 from grasp_fcn_ros.core.model import GraspFCN, load_checkpoint, ModelConfig
 from grasp_fcn_ros.training.dataset import find_samples, make_example
 from grasp_fcn_ros.training.evaluate import evaluate, JACCARD_THRESHOLDS
-from grasp_fcn_ros.training.train import grasp_loss, learning_rate, train, TrainConfig
+from grasp_fcn_ros.training.train import grasp_loss, learning_rate, spread, train, TrainConfig
 
 from synthetic_cornell import write_dataset
 
@@ -116,3 +116,9 @@ def test_cosine_schedule_falls_from_the_peak_to_zero():
     assert learning_rate(constant, 99, 100) == 1e-3
     with pytest.raises(ValueError, match='lr_schedule'):
         learning_rate(TrainConfig(dataset='', output_dir='', lr_schedule='step'), 0, 10)
+
+
+def test_spread_takes_evenly_spaced_samples():
+    assert spread(list(range(10)), 4) == [0, 3, 6, 9]
+    assert spread(list(range(3)), 8) == [0, 1, 2]
+    assert spread([], 4) == [] and spread([1, 2], 0) == []

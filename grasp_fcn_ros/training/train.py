@@ -28,7 +28,8 @@ from .renorm import recalibrate_batchnorm, set_renorm_limits, use_batch_renorm
 LOG_FIELDS = ('epoch', 'loss', 'loss_quality', 'loss_angle', 'loss_width', 'train_accuracy',
               'val_images', 'val_accuracy', 'seconds')
 
-#: Training images re-scored (without augmentation) after every epoch, to follow fitting.
+#: Training images (spread over the set) re-scored without augmentation after every epoch, to
+#: follow fitting.
 MONITOR_IMAGES = 16
 
 
@@ -55,8 +56,9 @@ class TrainConfig:
     :param batch_renorm: train the BatchNorm layers with Batch Renormalization (see
         :mod:`~grasp_fcn_ros.training.renorm`); inference is unchanged.
     :param recalibration_images: with plain BatchNorm, training images (centred crops, as the
-        detector sees them) whose average statistics replace the running ones before each
-        evaluation and checkpoint; 0 = keep the running averages.
+        detector sees them, spread evenly over the training set) whose average statistics
+        replace the running ones before each evaluation and checkpoint; 0 = keep the running
+        averages.
     :param renorm_warmup_steps: optimiser steps over which the renormalisation limits relax.
     :param augment: random crop / zoom / rotation settings, or None.
     """
@@ -104,9 +106,18 @@ def learning_rate(config, step, total_steps):
     raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got '{config.lr_schedule}'")
 
 
+def spread(samples, count):
+    """Up to ``count`` samples evenly spread over the list (name-sorted samples are grouped by
+    object, so a prefix would cover few objects)."""
+    if count <= 0 or not samples:
+        return []
+    count = min(count, len(samples))
+    return [samples[i] for i in np.linspace(0, len(samples) - 1, count).round().astype(int)]
+
+
 def _recalibration_batches(samples, config, model_config, device, memory_format):
     """Un-augmented training inputs, batch by batch, for :func:`recalibrate_batchnorm`."""
-    chosen = samples[:config.recalibration_images]
+    chosen = spread(samples, config.recalibration_images)
     for start in range(0, len(chosen), config.batch_size):
         xs = [make_example(s, model_config.input_size, config.crop_size_px,
                            model_config.max_width_px)[0]
@@ -228,7 +239,7 @@ def train(config, resume=False, progress=None, log=print):
         if not renorm_layers and config.recalibration_images > 0:
             recalibrate_batchnorm(model, _recalibration_batches(
                 train_set, config, model_config, device, memory_format))
-        fit = validate(model, train_set[:MONITOR_IMAGES], config, device).accuracy[0.25]
+        fit = validate(model, spread(train_set, MONITOR_IMAGES), config, device).accuracy[0.25]
         accuracy = float('nan')
         if val_set:
             accuracy = validate(model, val_set, config, device).accuracy[0.25]
