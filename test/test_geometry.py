@@ -61,7 +61,9 @@ def test_from_k_reads_row_major_matrix():
                                                                        640, 480)
 
 
-@pytest.mark.parametrize('k', [[0] * 9, [np.nan, 0, 1, 0, 1, 1, 0, 0, 1], [1, 2, 3]])
+@pytest.mark.parametrize('k', [[0] * 9, [np.nan, 0, 1, 0, 1, 1, 0, 0, 1], [1, 2, 3],
+                               [1e-38, 0, 320, 0, 585, 240, 0, 0, 1],
+                               [585, 0, 320, 0, 0.5, 240, 0, 0, 1]])
 def test_unusable_k_is_rejected(k):
     with pytest.raises(GeometryError):
         CameraIntrinsics.from_k(k, 640, 480)

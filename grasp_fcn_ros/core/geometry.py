@@ -9,6 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
+#: Smallest usable focal length, pixels.
+MIN_FOCAL_PX = 1.0
+
+
 class GeometryError(ValueError):
     """Raised when an image, crop or camera model cannot be used."""
 
@@ -126,7 +130,10 @@ class CameraIntrinsics:
         :raises GeometryError: with the reason.
         """
         values = np.array([self.fx, self.fy, self.cx, self.cy])
-        if not np.all(np.isfinite(values)) or self.fx <= 0 or self.fy <= 0:
+        # a focal length under one pixel is no real camera (a field of view near 180 degrees
+        # for any image wider than a few pixels); tiny ones back-project pixels to points that
+        # overflow the float32 fields of the published messages
+        if not np.all(np.isfinite(values)) or self.fx < MIN_FOCAL_PX or self.fy < MIN_FOCAL_PX:
             raise GeometryError(
                 f'camera matrix is unusable (fx={self.fx}, fy={self.fy}, cx={self.cx}, '
                 f'cy={self.cy}); is camera_info calibrated?')
