@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 #: Smallest usable focal length, pixels.
 MIN_FOCAL_PX = 1.0
 
