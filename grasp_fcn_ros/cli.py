@@ -92,10 +92,19 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
-    from .training.dataset import find_samples
+    from .training.dataset import find_samples, split_folds
     from .training.evaluate import evaluate
 
-    samples, skipped = find_samples(args.dataset, None)
+    samples, skipped = find_samples(args.dataset, args.object_map)
+    if args.folds:
+        # the held-out images of one cross-validation fold, split as `train` splits them
+        samples = [s for s in samples if s.load().grasps]
+        folds = split_folds(samples, args.folds, args.split, args.seed)
+        if not 0 <= args.fold < args.folds:
+            raise SystemExit(f'--fold must be in 0..{args.folds - 1}, got {args.fold}')
+        samples = [samples[i] for i in folds[args.fold]]
+        print(f'fold {args.fold} of {args.folds} ({args.split}-wise, seed {args.seed}), '
+              f'held-out images: {len(samples)}')
     if args.limit:
         samples = samples[:args.limit]
     detector = _detector(args)
@@ -166,6 +175,13 @@ def build_parser():
     p.add_argument('--json', help='write the results as JSON')
     p.add_argument('--figures', help='folder for PNGs of right and wrong predictions')
     p.add_argument('--limit', type=int, default=0, help='first N images only')
+    p.add_argument('--folds', type=int, default=0,
+                   help='score only the held-out images of --fold of this many folds, split as '
+                   '`train --folds` splits them (same --split, --seed, --object-map)')
+    p.add_argument('--fold', type=int, default=0)
+    p.add_argument('--split', choices=('image', 'object'), default='image')
+    p.add_argument('--seed', type=int, default=0, help='the training seed (it seeds the split)')
+    p.add_argument('--object-map', help='file of "image object" lines for object-wise splits')
     _add_model_args(p)
     p.set_defaults(func=cmd_eval)
 

@@ -1,0 +1,55 @@
+"""`grasp-fcn train` and `grasp-fcn eval` end to end on a generated Cornell-layout dataset."""
+
+import json
+import os
+
+import pytest
+
+from grasp_fcn_ros.cli import main
+
+from synthetic_cornell import write_dataset
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp('cli')
+    dataset = str(root / 'cornell')
+    write_dataset(dataset, count=3, defects=False)
+    run = str(root / 'run')
+    assert main(['train', '--dataset', dataset, '--output', run, '--epochs', '1',
+                 '--batch-size', '2', '--device', 'cpu']) == 0
+    return dataset, run
+
+
+def test_train_writes_checkpoints_and_log(trained):
+    _, run = trained
+    assert {'best.pt', 'last.pt', 'log.csv', 'summary.json'} <= set(os.listdir(run))
+
+
+def test_eval_prints_the_table_and_writes_json_and_figures(trained, tmp_path, capsys):
+    dataset, run = trained
+    out = tmp_path / 'eval.json'
+    assert main(['eval', '--dataset', dataset, '--model', os.path.join(run, 'best.pt'),
+                 '--device', 'cpu', '--json', str(out), '--figures', str(tmp_path / 'fig')]) == 0
+    printed = capsys.readouterr().out
+    assert 'top-1 accuracy' in printed and '0.40' in printed
+    result = json.loads(out.read_text())
+    assert result['images'] == 3
+    assert list(result['accuracy']) == ['0.25', '0.30', '0.35', '0.40']
+    assert list(result['top_n']) == ['1', '2', '3', '4', '5']
+    values = list(result['accuracy'].values()) + list(result['top_n'].values())
+    assert all(0.0 <= v <= 1.0 for v in values)
+    figures = os.listdir(tmp_path / 'fig')
+    assert len(figures) == 3 and all(f.endswith(('_correct.png', '_wrong.png')) for f in figures)
+
+
+def test_eval_of_one_fold_scores_its_held_out_images(trained, tmp_path, capsys):
+    dataset, run = trained
+    out = tmp_path / 'fold.json'
+    assert main(['eval', '--dataset', dataset, '--model', os.path.join(run, 'best.pt'),
+                 '--device', 'cpu', '--folds', '3', '--fold', '2', '--json', str(out)]) == 0
+    assert 'fold 2 of 3 (image-wise, seed 0), held-out images: 1' in capsys.readouterr().out
+    assert json.loads(out.read_text())['images'] == 1
+    with pytest.raises(SystemExit):
+        main(['eval', '--dataset', dataset, '--model', os.path.join(run, 'best.pt'),
+              '--folds', '3', '--fold', '3'])
