@@ -71,10 +71,12 @@ def describe_model(path):
             parts.append(meta[key])
     if meta.get('epoch') is not None:
         total = train.get('epochs')
-        parts.append(f"epoch {meta['epoch']}" + (f' of {total}' if total else ''))
+        done = int(meta['epoch']) + 1  # meta counts epochs from 0
+        parts.append(f'{done} of {total} epochs' if total else f'{done} epochs')
     if train.get('dataset'):
         parts.append(f"data {train['dataset']}")
-    for key in ('split', 'folds', 'fold', 'batch_size', 'lr', 'seed'):
+    keys = ('split', 'folds', 'fold') if (train.get('folds') or 0) >= 2 else ()
+    for key in keys + ('batch_size', 'lr', 'lr_schedule', 'seed'):
         if train.get(key) not in (None, ''):
             parts.append(f'{key} {train[key]}')
     if isinstance(meta.get('loss'), (int, float)):
