@@ -484,8 +484,6 @@ WARMUP_ATTEMPTS = 10
 WARMUP_WAIT_S = 5.0
 
 
-
-
 def ros_environment(base=None, transport='default'):
     """The environment of the benchmark's ROS 2 processes: discovery kept on this machine and a
     domain of its own unless ``ROS_DOMAIN_ID`` is set.

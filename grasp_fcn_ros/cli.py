@@ -92,17 +92,20 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
-    from .training.dataset import find_samples, split_folds
+    from .training.dataset import find_samples
     from .training.evaluate import evaluate
+    from .training.train import split_samples, TrainConfig
 
     samples, skipped = find_samples(args.dataset, args.object_map)
     if args.folds:
         # the held-out images of one cross-validation fold, split as `train` splits them
+        if args.folds < 2 or not 0 <= args.fold < args.folds:
+            raise SystemExit(f'--folds must be at least 2 and --fold in 0..--folds - 1, got '
+                             f'--folds {args.folds} --fold {args.fold}')
         samples = [s for s in samples if s.load().grasps]
-        folds = split_folds(samples, args.folds, args.split, args.seed)
-        if not 0 <= args.fold < args.folds:
-            raise SystemExit(f'--fold must be in 0..{args.folds - 1}, got {args.fold}')
-        samples = [samples[i] for i in folds[args.fold]]
+        _, samples = split_samples(samples, TrainConfig(
+            dataset=args.dataset, output_dir='', folds=args.folds, fold=args.fold,
+            split=args.split, seed=args.seed))
         print(f'fold {args.fold} of {args.folds} ({args.split}-wise, seed {args.seed}), '
               f'held-out images: {len(samples)}')
     if args.limit:
