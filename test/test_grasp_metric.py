@@ -1,7 +1,17 @@
+from fractions import Fraction
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from grasp_fcn_ros.core.grasp import angle_difference, Grasp2D, grasp_matches, polygon_iou
+from grasp_fcn_ros.core.grasp import (
+    angle_difference,
+    direction,
+    Grasp2D,
+    grasp_matches,
+    polygon_iou,
+)
 
 
 def _gt():
@@ -67,3 +77,115 @@ def test_from_polygon_reads_cornell_corners():
 def test_degenerate_polygon_has_zero_iou():
     flat = np.array([[0, 0], [10, 0], [10, 0], [0, 0]])
     assert polygon_iou(flat, _gt().polygon()) == 0.0
+
+
+# An independent, exact reference: Sutherland-Hodgman clipping in rational arithmetic.
+
+def _exact_area(points):
+    total = Fraction(0)
+    for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1]):
+        total += x0 * y1 - x1 * y0
+    return abs(total) / 2
+
+
+def _exact_ccw(points):
+    signed = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1]))
+    return points if signed > 0 else points[::-1]
+
+
+def _exact_clip(subject, clip):
+    output = list(subject)
+    for (ax, ay), (bx, by) in zip(clip, clip[1:] + clip[:1]):
+        if not output:
+            break
+        points, output = output, []
+
+        def side(p):
+            return (bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax)
+
+        for p, q in zip(points, points[1:] + points[:1]):
+            sp, sq = side(p), side(q)
+            if sp >= 0:
+                output.append(p)
+            if (sp > 0 > sq) or (sp < 0 < sq):
+                t = sp / (sp - sq)
+                output.append((p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1])))
+    return output
+
+
+def exact_iou(poly_a, poly_b):
+    """IoU of two convex polygons computed in exact rationals from their float64 corners."""
+    a = _exact_ccw([(Fraction(float(x)), Fraction(float(y))) for x, y in poly_a])
+    b = _exact_ccw([(Fraction(float(x)), Fraction(float(y))) for x, y in poly_b])
+    inter = _exact_clip(a, b)
+    inter_area = _exact_area(inter) if len(inter) >= 3 else Fraction(0)
+    union = _exact_area(a) + _exact_area(b) - inter_area
+    return float(inter_area / union)
+
+
+def test_exact_reference_agrees_with_the_analytic_slide():
+    g = _gt()
+    for iou in (0.1, 0.25, 0.5, 0.9):
+        assert exact_iou(_shifted_for_iou(g, iou).polygon(), g.polygon()) == pytest.approx(
+            iou, abs=1e-12)
+
+
+def test_collinear_slide_that_opencv_gets_wrong():
+    # Two rectangles whose long edges are collinear, slid along the opening: OpenCV's float32
+    # convex clipper returned an IoU near 1 for one order of the pair.
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        angle = rng.uniform(-np.pi / 2, np.pi / 2)
+        width, jaw = rng.uniform(10, 100), rng.uniform(5, 50)
+        g = Grasp2D(rng.uniform(50, 400), rng.uniform(50, 400), angle, width, jaw_px=jaw)
+        d = rng.uniform(0, width)
+        h = Grasp2D(g.u + np.cos(angle) * d, g.v - np.sin(angle) * d, angle, width, jaw_px=jaw)
+        expected = (width - d) / (width + d)
+        assert polygon_iou(h.polygon(), g.polygon()) == pytest.approx(expected, abs=1e-9)
+        assert polygon_iou(g.polygon(), h.polygon()) == pytest.approx(expected, abs=1e-9)
+
+
+_coord = st.floats(0.0, 640.0, allow_nan=False)
+_grasps = st.builds(Grasp2D, u=_coord, v=_coord,
+                    angle=st.floats(-np.pi / 2, np.pi / 2, allow_nan=False),
+                    width_px=st.floats(1.0, 150.0), jaw_px=st.floats(1.0, 80.0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_grasps, _grasps)
+def test_iou_is_symmetric_and_exact(a, b):
+    forward = polygon_iou(a.polygon(), b.polygon())
+    assert forward == polygon_iou(b.polygon(), a.polygon())
+    assert 0.0 <= forward <= 1.0
+    assert forward == pytest.approx(exact_iou(a.polygon(), b.polygon()), abs=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_grasps)
+def test_iou_with_itself_is_one(a):
+    assert polygon_iou(a.polygon(), a.polygon()) == pytest.approx(1.0, abs=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_grasps, st.floats(-1.2, 1.2), st.booleans())
+def test_collinear_pairs_against_the_exact_reference(a, slide, across):
+    # b is a slid along its opening or across it: two of its edges stay collinear with a's
+    along = direction(a.angle)
+    normal = np.array([-along[1], along[0]])
+    offset = normal * slide * a.jaw_px if across else along * slide * a.width_px
+    b = Grasp2D(a.u + offset[0], a.v + offset[1], a.angle, a.width_px, jaw_px=a.jaw_px)
+    expected = exact_iou(a.polygon(), b.polygon())
+    assert polygon_iou(a.polygon(), b.polygon()) == pytest.approx(expected, abs=1e-9)
+    assert polygon_iou(b.polygon(), a.polygon()) == pytest.approx(expected, abs=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_grasps, _grasps, st.floats(-np.pi, np.pi), st.floats(-500.0, 500.0),
+       st.floats(-500.0, 500.0))
+def test_iou_is_invariant_to_rotation_and_translation(a, b, theta, du, dv):
+    rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    shift = np.array([du, dv])
+    moved_a = a.polygon() @ rotation.T + shift
+    moved_b = b.polygon() @ rotation.T + shift
+    assert polygon_iou(moved_a, moved_b) == pytest.approx(
+        polygon_iou(a.polygon(), b.polygon()), abs=1e-9)

@@ -7,8 +7,8 @@ gripper opens along the angle's direction.
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+import shapely
 
 #: Jaw size of a predicted rectangle as a fraction of its opening width (GG-CNN convention).
 JAW_FRACTION = 0.5
@@ -83,17 +83,25 @@ class Grasp2D:
 
 
 def polygon_iou(poly_a, poly_b):
-    """Intersection over union of two convex polygons (N, 2), in [0, 1]."""
-    a = np.asarray(poly_a, dtype=np.float32)
-    b = np.asarray(poly_b, dtype=np.float32)
-    area_a = abs(cv2.contourArea(a))
-    area_b = abs(cv2.contourArea(b))
+    """Intersection over union of two convex polygons (N, 2), in [0, 1].
+
+    Computed exactly in float64 (GEOS, through shapely). The pair is put in a canonical order
+    first, so ``polygon_iou(a, b) == polygon_iou(b, a)`` bit for bit. Degenerate polygons (zero
+    area or non-finite corners) have IoU 0.
+    """
+    a = np.asarray(poly_a, dtype=np.float64).reshape(-1, 2)
+    b = np.asarray(poly_b, dtype=np.float64).reshape(-1, 2)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return 0.0
+    if b.tobytes() < a.tobytes():
+        a, b = b, a
+    shape_a, shape_b = shapely.Polygon(a), shapely.Polygon(b)
+    area_a, area_b = shape_a.area, shape_b.area
     if area_a <= 0 or area_b <= 0:
         return 0.0
-    inter, _ = cv2.intersectConvexConvex(a, b)
-    inter = max(float(inter), 0.0)
+    inter = shape_a.intersection(shape_b).area
     union = area_a + area_b - inter
-    return inter / union if union > 0 else 0.0
+    return float(min(max(inter / union, 0.0), 1.0)) if union > 0 else 0.0
 
 
 def grasp_matches(predicted, ground_truth, iou_threshold=0.25,
