@@ -1,14 +1,17 @@
-"""The grasp detector: preprocessing, network, post-processing and projection composed."""
+"""The grasp detector: preprocessing, network, post-processing and projection composed.
+
+:func:`~.preprocess.prepare_input` is re-exported here: it is the detector's first stage.
+"""
 
 from dataclasses import dataclass, field, replace
 import time
 
-import cv2
 import numpy as np
 
-from .depth import DepthError, inpaint, invalid_mask, normalise
+from .depth import DepthError
 from .geometry import CropTransform
 from .postprocess import detect_grasps, maps_from_output, PostprocessConfig
+from .preprocess import DEFAULT_MAX_DEPTH_M, DEFAULT_MIN_DEPTH_M, prepare_input
 from .projection import project_grasp
 
 
@@ -29,8 +32,8 @@ class DetectorConfig:
     crop_size_px: int = 400
     crop_offset_x_px: int = 0
     crop_offset_y_px: int = 0
-    min_depth_m: float = 0.1
-    max_depth_m: float = 5.0
+    min_depth_m: float = DEFAULT_MIN_DEPTH_M
+    max_depth_m: float = DEFAULT_MAX_DEPTH_M
     depth_radius_px: int = 2
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
@@ -53,33 +56,6 @@ class Detection:
     transform: CropTransform
     network_input: np.ndarray
     timings_ms: dict
-
-
-def prepare_input(depth_m, transform, min_depth_m=0.0, max_depth_m=np.inf):
-    """Crop, inpaint, resize and normalise a source depth image for the network.
-
-    Invalid pixels are inpainted inside the crop only, which is where the network looks.
-
-    :param depth_m: source depth image, metres (invalid pixels 0 or NaN).
-    :param transform: the :class:`CropTransform` of the network input.
-    :returns: float32 (S, S) normalised depth.
-    :raises DepthError: when the crop holds no valid depth, or depths too large to normalise.
-    """
-    crop = transform.crop(np.asarray(depth_m, dtype=np.float32))
-    mask = invalid_mask(crop, min_depth_m, max_depth_m)
-    if mask.all():
-        raise DepthError('no valid depth inside the crop (all pixels NaN, zero or out of '
-                         f'range [{min_depth_m}, {max_depth_m}] m)')
-    filled = inpaint(crop, mask)
-    size = transform.out_size
-    if filled.shape[0] != size:
-        interpolation = cv2.INTER_AREA if filled.shape[0] > size else cv2.INTER_LINEAR
-        filled = cv2.resize(filled, (size, size), interpolation=interpolation)
-    net_input = normalise(filled)
-    if not np.all(np.isfinite(net_input)):  # float32 overflow of absurd depths (max_depth inf)
-        raise DepthError(f'depth values too large to normalise (valid range [{min_depth_m}, '
-                         f'{max_depth_m}] m); set a finite max_depth')
-    return net_input
 
 
 class GraspDetector:

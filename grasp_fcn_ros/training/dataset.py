@@ -8,9 +8,14 @@ import re
 import cv2
 import numpy as np
 
-from ..core.depth import inpaint, invalid_mask, normalise
 from ..core.geometry import CropTransform
 from ..core.grasp import Grasp2D
+from ..core.preprocess import (
+    DEFAULT_MAX_DEPTH_M,
+    DEFAULT_MIN_DEPTH_M,
+    fill_window,
+    normalise_input,
+)
 
 #: Fraction of a rectangle's opening, around its centre, that is marked Q = 1.
 GT_CENTRE_FRACTION = 1.0 / 3.0
@@ -228,38 +233,79 @@ class AugmentConfig:
     shift_px: float = 40.0
 
 
-def make_example(sample, input_size, crop_size_px, max_width_px, rng=None, augment=None):
+def _augmented_transforms(sample, input_size, crop_size_px, rng, augment):
+    """Draw one augmentation: the source window, a larger window around it that holds the
+    rotated square, and the in-plane rotation.
+
+    :returns: ``(window, outer, rotation)``: two :class:`CropTransform` and a 3x3 matrix that
+        turns network pixels of ``window`` about the network image's centre.
+    """
+    h, w = sample.depth_m.shape
+    base = CropTransform.centred(w, h, crop_size_px, input_size)
+    centres = np.array([g.center for g in sample.grasps]) if sample.grasps else None
+    target = centres.mean(axis=0) if centres is not None else np.array([(w - 1) / 2,
+                                                                         (h - 1) / 2])
+    target = target + rng.uniform(-augment.shift_px, augment.shift_px, 2)
+    zoom = rng.uniform(augment.zoom_min, 1.0)
+    angle_deg = rng.uniform(-augment.rotation_deg, augment.rotation_deg)
+    side = min(max(int(round(base.size * zoom)), 1), w, h)
+    window = _window_at(target, side, w, h, input_size)
+    # a window that holds the turned square, so its corners show real depth where the image has
+    # it; its network size keeps the window's scale
+    turn = np.deg2rad(angle_deg)
+    outer_side = min(int(np.ceil(side * (abs(np.cos(turn)) + abs(np.sin(turn))))), w, h)
+    outer_out = max(int(round(outer_side / window.scale)), 1)
+    outer = _window_at(target, outer_side, w, h, outer_out)
+    centre = (input_size - 1) / 2
+    rotation = np.vstack([cv2.getRotationMatrix2D((centre, centre), angle_deg, 1.0),
+                          [0, 0, 1]])
+    return window, outer, rotation
+
+
+def _window_at(centre_uv, side, width, height, out_size):
+    """The square window of ``side`` pixels nearest to ``centre_uv`` inside the image."""
+    x0 = int(round(centre_uv[0] - (side - 1) / 2))
+    y0 = int(round(centre_uv[1] - (side - 1) / 2))
+    x0 = min(max(x0, 0), width - side)
+    y0 = min(max(y0, 0), height - side)
+    return CropTransform(x0, y0, side, out_size)
+
+
+def _homogeneous(affine):
+    return np.vstack([affine, [0, 0, 1]])
+
+
+def make_example(sample, input_size, crop_size_px, max_width_px, rng=None, augment=None,
+                 min_depth_m=DEFAULT_MIN_DEPTH_M, max_depth_m=DEFAULT_MAX_DEPTH_M):
     """Build one (input, target) pair from a loaded sample.
 
-    Without augmentation the crop is exactly the detector's centred crop, so training sees what
-    the node sees.
+    The input goes through :func:`~grasp_fcn_ros.core.preprocess.fill_window` and
+    :func:`~grasp_fcn_ros.core.preprocess.normalise_input`, the detector's own preprocessing.
+    Without augmentation the window is the detector's centred crop, so the input is exactly
+    what the node computes for the same frame and settings. With augmentation the window is
+    shifted (around the grasps) and zoomed, and the filled window is turned in the plane.
 
+    :param min_depth_m: nearest usable depth, metres (the detector's ``min_depth_m``).
+    :param max_depth_m: farthest usable depth, metres (the detector's ``max_depth_m``).
     :returns: ``(x, y)``: float32 (1, S, S) normalised depth and (4, S, S) targets.
+    :raises DepthError: when the window holds no usable depth.
     """
     depth = sample.depth_m
-    mask = invalid_mask(depth)
-    depth = inpaint(depth, mask) if mask.any() else depth
     h, w = depth.shape
-    crop = CropTransform.centred(w, h, crop_size_px, input_size)
-    matrix = np.vstack([crop.affine_to_network(), [0, 0, 1]])
-    if augment is not None and rng is not None:
-        centres = np.array([g.center for g in sample.grasps]) if sample.grasps else None
-        target = centres.mean(axis=0) if centres is not None else np.array([w / 2, h / 2])
-        target = target + rng.uniform(-augment.shift_px, augment.shift_px, 2)
-        limit = np.array([crop.x0, crop.y0], dtype=np.float64)
-        delta = np.clip(target - np.array([(w - 1) / 2, (h - 1) / 2]), -limit, limit)
-        zoom = rng.uniform(augment.zoom_min, 1.0)
-        angle = rng.uniform(-augment.rotation_deg, augment.rotation_deg)
-        centre = (input_size - 1) / 2
-        shift = np.eye(3)
-        shift[:2, 2] = -delta / crop.scale
-        rotate = np.vstack([cv2.getRotationMatrix2D((centre, centre), angle, 1.0 / zoom),
-                            [0, 0, 1]])
-        matrix = rotate @ shift @ matrix
-    affine = matrix[:2]
-    warped = cv2.warpAffine(depth, affine, (input_size, input_size), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE)
-    grasps = transform_grasps(sample.grasps, affine)
-    x = normalise(warped)[None]
+    if augment is None or rng is None:
+        window = CropTransform.centred(w, h, crop_size_px, input_size)
+        filled = fill_window(depth, window, min_depth_m, max_depth_m)
+        to_network = window.affine_to_network()
+    else:
+        window, outer, rotation = _augmented_transforms(sample, input_size, crop_size_px, rng,
+                                                        augment)
+        to_window = rotation @ _homogeneous(window.affine_to_network())
+        outer_to_window = to_window @ np.linalg.inv(_homogeneous(outer.affine_to_network()))
+        filled = cv2.warpAffine(fill_window(depth, outer, min_depth_m, max_depth_m),
+                                outer_to_window[:2], (input_size, input_size),
+                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        to_network = to_window[:2]
+    grasps = transform_grasps(sample.grasps, to_network)
+    x = normalise_input(filled)[None]
     y = ground_truth_maps(grasps, input_size, max_width_px)
     return x, y

@@ -21,6 +21,7 @@ from ..core.model import (
     ModelConfig,
     save_checkpoint,
 )
+from ..core.preprocess import DEFAULT_MAX_DEPTH_M, DEFAULT_MIN_DEPTH_M
 from .dataset import AugmentConfig, find_samples, make_example, split_folds
 from .evaluate import evaluate, EvaluationResult
 from .renorm import recalibrate_batchnorm, set_renorm_limits, use_batch_renorm
@@ -52,6 +53,8 @@ class TrainConfig:
     :param split: ``image`` or ``object``.
     :param object_map: optional image -> object file for object-wise splits.
     :param crop_size_px: source crop side, as the detector's ``crop_size_px``.
+    :param min_depth_m: nearest usable depth, metres, as the detector's ``min_depth_m``.
+    :param max_depth_m: farthest usable depth, metres, as the detector's ``max_depth_m``.
     :param channels_last: train in the channels-last memory format (faster on CPUs).
     :param batch_renorm: train the BatchNorm layers with Batch Renormalization (see
         :mod:`~grasp_fcn_ros.training.renorm`); inference is unchanged.
@@ -77,6 +80,8 @@ class TrainConfig:
     split: str = 'image'
     object_map: str = None
     crop_size_px: int = 400
+    min_depth_m: float = DEFAULT_MIN_DEPTH_M
+    max_depth_m: float = DEFAULT_MAX_DEPTH_M
     channels_last: bool = True
     batch_renorm: bool = False
     recalibration_images: int = 32
@@ -120,7 +125,8 @@ def _recalibration_batches(samples, config, model_config, device, memory_format)
     chosen = spread(samples, config.recalibration_images)
     for start in range(0, len(chosen), config.batch_size):
         xs = [make_example(s, model_config.input_size, config.crop_size_px,
-                           model_config.max_width_px)[0]
+                           model_config.max_width_px, min_depth_m=config.min_depth_m,
+                           max_depth_m=config.max_depth_m)[0]
               for s in chosen[start:start + config.batch_size]]
         yield torch.from_numpy(np.stack(xs)).to(device).contiguous(memory_format=memory_format)
 
@@ -146,7 +152,8 @@ def _batches(train, config, model_config, epoch):
     order = rng.permutation(len(train))
     for start in range(0, len(order), config.batch_size):
         pairs = [make_example(train[i], model_config.input_size, config.crop_size_px,
-                              model_config.max_width_px, rng, config.augment)
+                              model_config.max_width_px, rng, config.augment,
+                              config.min_depth_m, config.max_depth_m)
                  for i in order[start:start + config.batch_size]]
         xs, ys = zip(*pairs)
         yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
@@ -155,7 +162,9 @@ def _batches(train, config, model_config, epoch):
 def validate(model, samples, config, device):
     """Top-1 accuracy at Jaccard 0.25 of the model on samples, through the detector path."""
     detector = GraspDetector(TorchBackend(model, device, channels_last=config.channels_last),
-                             DetectorConfig(crop_size_px=config.crop_size_px))
+                             DetectorConfig(crop_size_px=config.crop_size_px,
+                                            min_depth_m=config.min_depth_m,
+                                            max_depth_m=config.max_depth_m))
     result = evaluate(detector, samples)
     model.train()
     return result
