@@ -300,7 +300,8 @@ class CameraIntrinsics:
         # beyond the range where the model is invertible the iteration ends elsewhere (the
         # fisheye one on the mirrored side): keep only estimates that re-distort to the pixel
         rays = np.concatenate([normalised, np.ones((len(normalised), 1))], axis=1)
-        error = np.linalg.norm(self._distort(rays) - pixels.reshape(-1, 2), axis=1)
+        with np.errstate(over='ignore', invalid='ignore'):  # pixels far out: inf, NaN
+            error = np.hypot(*(self._distort(rays) - pixels.reshape(-1, 2)).T)
         normalised[~(error <= UNDISTORT_TOLERANCE_PX)] = np.nan
         out[finite] = normalised
         return out
