@@ -143,6 +143,10 @@ PARAMETERS = {
     'depth_scale': ParameterSpec(
         0.001, 'metres per unit of 16UC1 / mono16 depth images (0.001 = millimetres)',
         (1e-6, 1.0)),
+    'depth_rectified': ParameterSpec(
+        True, 'the depth image is rectified (aligned_depth_to_color, image_rect): pixels map '
+        "through camera_info's P (K when P is all zero); false = a raw image: pixels are "
+        'undistorted with D (plumb_bob, rational_polynomial or equidistant) and map through K'),
     'crop_size': ParameterSpec(
         _CORE.crop_size_px, 'side of the square window cut from the depth image and resized '
         'to the network input, source pixels; 0 = the largest centred square', (0, 8192)),
@@ -289,8 +293,9 @@ class GraspDetectorNode(Node):
         self._wake = threading.Condition(self._lock)
         self._pending = None  # (depth msg, perf_counter at receipt): the one-slot mailbox
         self._stopping = False
-        # camera_info entries (intrinsics or None, error text or None, frame_id): the newest,
-        # and the last few by stamp so a depth frame gets the camera_info sent with it
+        # camera_info messages: the newest, and the last few by stamp so a depth frame gets
+        # the camera_info sent with it; read when a frame uses it, so that a depth_rectified
+        # change applies from the next frame
         self._camera_info = None
         self._camera_infos = OrderedDict()
         self._color_msg = None
@@ -406,14 +411,10 @@ class GraspDetectorNode(Node):
             self._wake.notify()
 
     def _on_camera_info(self, msg):
-        try:
-            entry = (intrinsics_from_camera_info(msg), None, msg.header.frame_id)
-        except GeometryError as exc:
-            entry = (None, f'unusable camera_info: {exc}', msg.header.frame_id)
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         with self._lock:
-            self._camera_info = entry
-            self._camera_infos[key] = entry
+            self._camera_info = msg
+            self._camera_infos[key] = msg
             self._camera_infos.move_to_end(key)
             while len(self._camera_infos) > CAMERA_INFO_HISTORY:
                 self._camera_infos.popitem(last=False)
@@ -476,10 +477,12 @@ class GraspDetectorNode(Node):
             self._report('camera_info', f"{described} skipped: no camera_info received yet on "
                          f"'{self._info_sub.topic_name}'")
             return
-        intrinsics, info_error, info_frame = camera_info
-        if info_error:
-            self._report('camera_info', f'{described} skipped: {info_error}')
+        try:
+            intrinsics = intrinsics_from_camera_info(camera_info, values['depth_rectified'])
+        except GeometryError as exc:
+            self._report('camera_info', f'{described} skipped: unusable camera_info: {exc}')
             return
+        info_frame = camera_info.header.frame_id
         try:
             detection = GraspDetector(backend, config).detect(depth_m, intrinsics)
         except (DepthError, GeometryError) as exc:

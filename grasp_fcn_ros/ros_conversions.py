@@ -82,13 +82,20 @@ def depth_from_image(msg, depth_scale=0.001):
                         bool(msg.is_bigendian), depth_scale)
 
 
-def intrinsics_from_camera_info(msg):
-    """Pinhole intrinsics from a CameraInfo (its K and image size).
+def intrinsics_from_camera_info(msg, rectified=True):
+    """Camera model of a depth image from its CameraInfo (K, D, distortion_model, P, size).
+
+    A rectified image maps through P (through K when P is all zero, as an uncalibrated
+    CameraInfo has); a raw one through K after undistorting the pixels with D. See
+    :meth:`~grasp_fcn_ros.core.geometry.CameraIntrinsics.from_calibration`.
 
     :param msg: sensor_msgs/CameraInfo.
-    :raises grasp_fcn_ros.core.geometry.GeometryError: when K is zero or not finite.
+    :param rectified: whether the depth image is rectified (aligned_depth_to_color, image_rect).
+    :raises grasp_fcn_ros.core.geometry.GeometryError: when the matrix used is zero or not
+        finite, or D is non-zero with an unknown distortion model.
     """
-    return CameraIntrinsics.from_k(msg.k, msg.width, msg.height)
+    return CameraIntrinsics.from_calibration(msg.k, msg.d, msg.distortion_model, msg.p,
+                                             msg.width, msg.height, rectified=rectified)
 
 
 def image_from_float(values, header):

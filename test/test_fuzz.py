@@ -355,6 +355,24 @@ def test_project_grasp_never_returns_a_non_finite_pose(depth, u, v, angle, width
         check_pose(pose, width, height, 0.1, 5.0)
 
 
+@FAST
+@given(u=st.one_of(st.floats(-1000.0, 2000.0), any_float),
+       v=st.one_of(st.floats(-1000.0, 2000.0), any_float),
+       angle=st.floats(-4.0, 4.0), width_px=st.one_of(st.floats(0.0, 400.0), any_float),
+       model=st.sampled_from(['plumb_bob', 'rational_polynomial', 'equidistant']),
+       coefficients=st.lists(st.floats(-2.0, 2.0), min_size=8, max_size=8))
+def test_distorted_camera_never_returns_a_non_finite_pose(u, v, angle, width_px, model,
+                                                          coefficients):
+    size = {'plumb_bob': 5, 'rational_polynomial': 8, 'equidistant': 4}[model]
+    camera = CameraIntrinsics(500.0, 510.0, 320.0, 240.0, 640, 480, model,
+                              coefficients[:size])
+    depth = np.full((480, 640), 0.8, np.float32)
+    pose = project_grasp(Grasp2D(u, v, angle, width_px), depth, camera, 1, 0.1, 5.0)
+    if pose is not None:
+        check_pose(pose, 640, 480, 0.1, 5.0)
+        np.testing.assert_allclose(camera.project(pose.position_m), [u, v], atol=0.02)
+
+
 # --- peaks ------------------------------------------------------------------------------------
 
 @FAST

@@ -172,6 +172,38 @@ def test_16uc1_frame_publishes_grasps_best_first(detector):
     assert [m.pose for m in glyphs] == list(grasps.poses)
 
 
+def test_depth_rectified_picks_p_or_k_with_distortion(detector, client):
+    # P differs from K; k1 = -0.3 distorts the raw image: x_d = x (1 + k1 r^2)
+    fx, fy, cx, cy = INTRINSICS.fx, INTRINSICS.fy, INTRINSICS.cx, INTRINSICS.cy
+    p_fx, p_fy, p_cx, p_cy = 600.0, 610.0, 330.0, 235.0
+
+    def frame():
+        depth, info = good_frame()
+        info.d = [-0.3, 0.0, 0.0, 0.0, 0.0]
+        info.p = [p_fx, 0.0, p_cx, 0.0, 0.0, p_fy, p_cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        return depth, info
+
+    points = cloud_to_array(detector.serve(*frame(), WAIT_S)['grasp_details'][0])
+    assert points.size
+    for p in points:  # rectified (the default): x = (u - cx') z / fx' with P's values
+        np.testing.assert_allclose([p['x'], p['y']], [(p['u'] - p_cx) * p['z'] / p_fx,
+                                                      (p['v'] - p_cy) * p['z'] / p_fy],
+                                   atol=1e-5)
+    (result,) = client.set_parameters(detector.node_name, {'depth_rectified': False})
+    assert result.successful, result.reason
+    try:
+        points = cloud_to_array(detector.serve(*frame(), WAIT_S)['grasp_details'][0])
+    finally:
+        (result,) = client.set_parameters(detector.node_name, {'depth_rectified': True})
+        assert result.successful, result.reason
+    assert points.size
+    for p in points:  # raw: the point re-distorted through K lands on its pixel
+        x, y = p['x'] / p['z'], p['y'] / p['z']
+        radial = 1 - 0.3 * (x * x + y * y)
+        np.testing.assert_allclose([fx * x * radial + cx, fy * y * radial + cy],
+                                   [p['u'], p['v']], atol=1e-4)
+
+
 @pytest.mark.parametrize('encoding, pad_bytes, big_endian', [
     ('32FC1', 0, False), ('16UC1', 64, False), ('16UC1', 0, True)],
     ids=['32FC1', 'padded-step', 'big-endian'])

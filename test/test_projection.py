@@ -72,3 +72,22 @@ def test_quaternion_round_trip(seed):
     q /= np.linalg.norm(q)
     q = q if q[3] >= 0 else -q
     np.testing.assert_allclose(matrix_to_quaternion(quaternion_to_matrix(q)), q, atol=1e-9)
+
+
+def test_width_and_centre_on_a_distorted_image():
+    # raw image, plumb_bob k1 = -0.2: the jaws are the distorted pixels of two points 0.1 m
+    # apart at 1.5 m, x_d = x (1 + k1 r^2) computed by hand
+    cam = CameraIntrinsics(500.0, 500.0, 320.0, 240.0, 640, 480, 'plumb_bob',
+                           (-0.2, 0.0, 0.0, 0.0, 0.0))
+    jaws_m = np.array([[0.25, -0.2, 1.5], [0.35, -0.2, 1.5]])
+    x, y = jaws_m[:, 0] / 1.5, jaws_m[:, 1] / 1.5
+    radial = 1 - 0.2 * (x * x + y * y)
+    jaws_px = np.stack([500 * x * radial + 320, 500 * y * radial + 240], axis=1)
+    du, dv = jaws_px[1] - jaws_px[0]
+    grasp = Grasp2D(u=jaws_px[:, 0].mean(), v=jaws_px[:, 1].mean(), angle=np.arctan2(-dv, du),
+                    width_px=np.hypot(du, dv))
+    pose = project_grasp(grasp, np.full((480, 640), 1.5, np.float32), cam)
+    assert pose.width_m == pytest.approx(0.1, abs=1e-6)
+    assert grasp.width_px * 1.5 / 500 < 0.098  # a pinhole reading: about 3 % short
+    np.testing.assert_allclose(cam.project(pose.position_m), [grasp.u, grasp.v], atol=1e-6)
+    assert pose.depth_m == pytest.approx(1.5)

@@ -103,6 +103,33 @@ def test_camera_info_to_intrinsics():
         intrinsics_from_camera_info(CameraInfo(width=640, height=480))
 
 
+def distorted_camera_info():
+    msg = CameraInfo(width=640, height=480, distortion_model='plumb_bob')
+    msg.k = [600.0, 0.0, 320.5, 0.0, 610.0, 240.5, 0.0, 0.0, 1.0]
+    msg.d = [-0.2, 0.05, 0.001, -0.002, 0.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [580.0, 0.0, 310.0, 0.0, 0.0, 590.0, 250.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
+def test_camera_info_of_a_rectified_image_uses_p():
+    cam = intrinsics_from_camera_info(distorted_camera_info(), rectified=True)
+    assert (cam.fx, cam.fy, cam.cx, cam.cy) == (580.0, 590.0, 310.0, 250.0)
+    assert not cam.distorted and (cam.width, cam.height) == (640, 480)
+    assert intrinsics_from_camera_info(distorted_camera_info()) == cam  # rectified by default
+
+
+def test_camera_info_of_a_raw_image_uses_k_and_d():
+    cam = intrinsics_from_camera_info(distorted_camera_info(), rectified=False)
+    assert (cam.fx, cam.fy, cam.cx, cam.cy) == (600.0, 610.0, 320.5, 240.5)
+    assert cam.distortion_model == 'plumb_bob' and cam.distorted
+    assert cam.distortion == (-0.2, 0.05, 0.001, -0.002, 0.0)
+    msg = distorted_camera_info()
+    msg.distortion_model = 'unknown_model'
+    with pytest.raises(GeometryError, match="unknown distortion model 'unknown_model'"):
+        intrinsics_from_camera_info(msg, rectified=False)
+
+
 # --- images out and colour in -----------------------------------------------------------------
 
 def test_float_image_round_trip():
