@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from grasp_fcn_ros.core.geometry import CameraIntrinsics
+from grasp_fcn_ros.core.geometry import CORNELL_INTRINSICS
 
 #: A Kinect-like camera at 640x480.
-INTRINSICS = CameraIntrinsics(fx=585.0, fy=585.0, cx=320.0, cy=240.0, width=640, height=480)
+INTRINSICS = CORNELL_INTRINSICS
 
 
 def box_on_plane(width=640, height=480, plane_m=0.70, box_height_m=0.05,
