@@ -20,6 +20,15 @@ class DepthError(ValueError):
     """Raised when a depth image cannot be decoded or holds no usable depth."""
 
 
+def _encoding_dtype(encoding):
+    """The pixel dtype of a depth encoding; :raises DepthError: for an unknown one."""
+    if encoding not in DEPTH_ENCODINGS:
+        raise DepthError(
+            f"unsupported depth encoding '{encoding}' (expected one of "
+            f"{', '.join(DEPTH_ENCODINGS)})")
+    return DEPTH_ENCODINGS[encoding]
+
+
 def read_depth_image(path):
     """Read a single-channel depth image file (a Cornell ``d.tiff``) as float32 metres.
 
@@ -50,14 +59,11 @@ def encode_depth(depth_m, encoding='16UC1', depth_scale=0.001):
     :returns: C-contiguous little-endian array (H, W): ``<u2`` or ``<f4``.
     :raises DepthError: for an unknown encoding or an array that is not 2-D.
     """
-    if encoding not in DEPTH_ENCODINGS:
-        raise DepthError(
-            f"unsupported depth encoding '{encoding}' (expected one of "
-            f"{', '.join(DEPTH_ENCODINGS)})")
+    dtype = _encoding_dtype(encoding)
     depth_m = np.asarray(depth_m)
     if depth_m.ndim != 2:
         raise DepthError(f'a depth image needs a 2-D array, got shape {depth_m.shape}')
-    dtype = DEPTH_ENCODINGS[encoding].newbyteorder('<')
+    dtype = dtype.newbyteorder('<')
     if dtype.kind == 'f':
         return np.ascontiguousarray(depth_m, dtype=dtype)
     with np.errstate(invalid='ignore', over='ignore'):
@@ -84,14 +90,11 @@ def decode_depth(data, height, width, encoding, step, is_bigendian=False, depth_
         value (0 or NaN), see :func:`invalid_mask`.
     :raises DepthError: for an unknown encoding or a buffer that does not match the geometry.
     """
-    if encoding not in DEPTH_ENCODINGS:
-        raise DepthError(
-            f"unsupported depth encoding '{encoding}' (expected one of "
-            f"{', '.join(DEPTH_ENCODINGS)})")
+    dtype = _encoding_dtype(encoding)
     height, width, step = int(height), int(width), int(step)
     if height <= 0 or width <= 0:
         raise DepthError(f'empty depth image ({width}x{height})')
-    dtype = DEPTH_ENCODINGS[encoding].newbyteorder('>' if is_bigendian else '<')
+    dtype = dtype.newbyteorder('>' if is_bigendian else '<')
     row_bytes = width * dtype.itemsize
     if step < row_bytes:
         raise DepthError(f'step {step} is smaller than width*{dtype.itemsize} = {row_bytes}')
