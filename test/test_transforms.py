@@ -15,6 +15,8 @@ from grasp_fcn_ros.transforms import (
     TransformLookup,
 )
 
+from scenes import FakeLookup
+
 IDENTITY = np.array([0.0, 0.0, 0.0, 1.0])
 
 
@@ -44,21 +46,6 @@ def rotate(quaternion, vector):
     q, w = np.asarray(quaternion[:3], dtype=np.float64), float(quaternion[3])
     v = np.asarray(vector, dtype=np.float64)
     return v + 2 * w * np.cross(q, v) + 2 * np.cross(q, np.cross(q, v))
-
-
-class FakeLookup(TransformLookup):
-    """Transforms from a dict (target, source) -> (translation, quaternion)."""
-
-    def __init__(self, transforms):
-        self.transforms = transforms
-        self.calls = []
-
-    def lookup(self, target_frame, source_frame, stamp):
-        self.calls.append((target_frame, source_frame, stamp))
-        try:
-            return self.transforms[(target_frame, source_frame)]
-        except KeyError:
-            raise TransformError(f'no transform {source_frame} -> {target_frame}') from None
 
 
 def test_translation_only():
