@@ -18,6 +18,7 @@ import zlib
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseArray, PoseStamped
 import numpy as np
+import pytest
 from rcl_interfaces.srv import GetParameters, SetParameters
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
@@ -245,6 +246,19 @@ class RosClient:
         rclpy.try_shutdown(context=self.context)
 
 
+def client_fixture(domain_id, name):
+    """A module-scoped pytest fixture: a :class:`RosClient` in ``domain_id``, closed after the
+    module's tests."""
+
+    @pytest.fixture(scope='module')
+    def client():
+        ros = RosClient(domain_id, name)
+        yield ros
+        ros.close()
+
+    return client
+
+
 def wait_for_log(client, process, text, start=0, timeout_s=30.0):
     """Spin until ``text`` appears in the process output after byte ``start``."""
     return client.wait_for(lambda: text in process.log(start), timeout_s, period_s=0.05)
@@ -330,10 +344,13 @@ class DetectorTopics:
         return {name: inbox.with_stamp(stamp) for name, inbox in self.inbox.items()
                 if name != 'latency'}
 
-    def served(self, stamp):
-        """True when ~/grasps, ~/grasp_details and ~/markers arrived for the frame."""
+    #: Outputs of every served frame, with or without grasps.
+    EVERY_FRAME = ('grasps', 'grasp_details', 'markers')
+
+    def served(self, stamp, names=EVERY_FRAME):
+        """True when every output in ``names`` arrived for the frame."""
         out = self.outputs(stamp)
-        return all(out[name] for name in ('grasps', 'grasp_details', 'markers'))
+        return all(out[name] for name in names)
 
     def send_until(self, depth_msg, info_msg, predicate, timeout_s, resend_s=15.0, send=None):
         """Send a frame, and again every ``resend_s`` (a message lost before discovery
@@ -351,17 +368,30 @@ class DetectorTopics:
             if time.monotonic() >= deadline:
                 return False
 
-    def serve(self, depth_msg, info_msg, timeout_s=90.0, resend_s=15.0):
+    def serve(self, depth_msg, info_msg, timeout_s=90.0, resend_s=15.0, names=EVERY_FRAME):
         """Send a frame until its outputs arrive; returns them (raises AssertionError if not).
 
         :param resend_s: see :meth:`send_until`; ``timeout_s`` sends the frame once only (a
             test that counts the outputs of a frame).
+        :param names: the outputs to wait for.
         """
         stamp = depth_msg.header.stamp
-        ok = self.send_until(depth_msg, info_msg, lambda: self.served(stamp), timeout_s,
-                             resend_s)
-        assert ok, f'no output for the frame stamped {stamp.sec}.{stamp.nanosec:09d}'
+        ok = self.send_until(depth_msg, info_msg, lambda: self.served(stamp, names),
+                             timeout_s, resend_s)
+        assert ok, f'no {names} for the frame stamped {stamp.sec}.{stamp.nanosec:09d}'
         return self.outputs(stamp)
+
+    def flush(self, depth_msg, info_msg, timeout_s=90.0):
+        """Serve a frame that has grasps until it arrived on every output, ~/best_grasp too.
+
+        Every output topic delivers in publication order and the node serves one frame after
+        the other, so afterwards every output of an earlier frame has arrived: what is missing
+        now was never published.
+
+        :returns: the frame's outputs.
+        """
+        return self.serve(depth_msg, info_msg, timeout_s,
+                          names=self.EVERY_FRAME + ('best_grasp',))
 
 
 # --- a camera in its own process ----------------------------------------------------------------

@@ -24,10 +24,10 @@ from grasp_fcn_ros.ros_conversions import cloud_to_array, GRASP_FIELDS, latency_
 
 from ros_harness import (
     camera_info_msg,
+    client_fixture,
     depth_image_msg,
     DetectorTopics,
     NodeProcess,
-    RosClient,
     StampCounter,
     unique_domain_id,
     wait_for_log,
@@ -64,11 +64,7 @@ def good_frame(encoding='16UC1', **options):
 
 # --- fixtures ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope='module')
-def client():
-    ros = RosClient(DOMAIN_ID)
-    yield ros
-    ros.close()
+client = client_fixture(DOMAIN_ID, 'grasp_fcn_test_client')
 
 
 @pytest.fixture(scope='module')
@@ -288,19 +284,17 @@ def test_q_threshold_change_applies_on_next_frame(detector, client):
     (result,) = client.set_parameters(detector.node_name, {'q_threshold': 1.0})
     assert result.successful, result.reason
     try:
-        depth, info = good_frame()
-        out = detector.serve(depth, info, WAIT_S)
+        empty, info = good_frame()
+        out = detector.serve(empty, info, WAIT_S)
         assert out['grasps'][0].poses == []
         assert out['grasp_details'][0].width == 0 and len(out['grasp_details'][0].data) == 0
         markers = out['markers'][0].markers
         assert [m.action for m in markers] == [Marker.DELETEALL]
-        client.spin(0.5)  # best_grasp is published before the others; give it a moment
-        assert detector.outputs(depth.header.stamp)['best_grasp'] == []
     finally:
         (result,) = client.set_parameters(detector.node_name, {'q_threshold': 0.0})
         assert result.successful, result.reason
-    depth, info = good_frame()
-    assert detector.serve(depth, info, WAIT_S)['grasps'][0].poses
+    assert detector.flush(*good_frame(), WAIT_S)['grasps'][0].poses
+    assert detector.outputs(empty.header.stamp)['best_grasp'] == []
 
 
 def test_corrupt_model_rejected_and_old_model_kept(detector, client, processes):

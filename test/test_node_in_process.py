@@ -18,9 +18,9 @@ from grasp_fcn_ros.ros_conversions import cloud_to_array
 
 from ros_harness import (
     camera_info_msg,
+    client_fixture,
     depth_image_msg,
     DetectorTopics,
-    RosClient,
     StampCounter,
     unique_domain_id,
 )
@@ -55,11 +55,7 @@ class CountingLogger:
         return sum(words in text for _, text in self.lines)
 
 
-@pytest.fixture(scope='module')
-def client():
-    ros = RosClient(DOMAIN_ID, 'grasp_fcn_in_process_client')
-    yield ros
-    ros.close()
+client = client_fixture(DOMAIN_ID, 'grasp_fcn_in_process_client')
 
 
 @pytest.fixture(scope='module')

@@ -36,9 +36,9 @@ from grasp_fcn_ros.ros_conversions import cloud_to_array
 
 from ros_harness import (
     camera_info_msg,
+    client_fixture,
     depth_image_msg,
     NodeProcess,
-    RosClient,
     TEST_QOS,
     unique_domain_id,
 )
@@ -112,11 +112,7 @@ def rss_mib(process):
     return process.memory_info().rss / 2 ** 20
 
 
-@pytest.fixture(scope='module')
-def client():
-    ros = RosClient(DOMAIN_ID, 'grasp_fcn_soak_client')
-    yield ros
-    ros.close()
+client = client_fixture(DOMAIN_ID, 'grasp_fcn_soak_client')
 
 
 def test_soak_thousands_of_frames(client, random_model_path, tmp_path):
