@@ -14,6 +14,7 @@ publishes the frames at ``--rate`` Hz and measures what a subscriber sees: round
 ``~/latency`` topic) and dropped frames.
 """
 
+from dataclasses import replace
 import glob
 import json
 import os
@@ -28,9 +29,8 @@ import types
 import numpy as np
 
 from .resources import fastdds_shm_profile_path, share_directory
+from .spinning import spin_until
 
-#: Camera model of the bundled frames (Kinect v1 approximation, see demo/README.md).
-FOCAL_PX = 585.0
 FRAME_ID = 'camera_depth_optical_frame'
 #: Stages of one in-process frame, in pipeline order.
 STAGES = ('decode', 'preprocess', 'inference', 'postprocess', 'projection', 'messages')
@@ -48,18 +48,12 @@ def load_frames(folder, limit):
 
     :raises FileNotFoundError: when the folder holds none.
     """
-    import cv2
+    from .core.depth import read_depth_image
 
     paths = sorted(glob.glob(os.path.join(folder, '**', '*d.tiff'), recursive=True))
     if not paths:
         raise FileNotFoundError(f'no depth frames (*d.tiff) under {folder}')
-    frames = []
-    for path in paths[:max(int(limit), 1)]:
-        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if image is None or image.ndim != 2:
-            raise ValueError(f'cannot read depth image {path}')
-        frames.append(image.astype(np.float32))
-    return frames
+    return [read_depth_image(path) for path in paths[:max(int(limit), 1)]]
 
 
 #: Depth step between neighbouring pixels, metres, above which ``--holes edges`` marks both
@@ -88,21 +82,18 @@ def edge_holes(depth_m, step_m=EDGE_STEP_M):
     return out, float(edges.mean())
 
 
+#: Encoding of the frames sent through the pipeline, as a depth camera sends them.
+ENCODING = '16UC1'
+
+
 def intrinsics_for(depth_m):
-    """Pinhole intrinsics of the bundled frames, centred on an image of this size."""
-    from .core.geometry import CameraIntrinsics
+    """Pinhole intrinsics of the bundled frames (the Cornell Kinect approximation), centred on
+    an image of this size."""
+    from .core.geometry import CORNELL_INTRINSICS
 
     height, width = depth_m.shape
-    return CameraIntrinsics(FOCAL_PX, FOCAL_PX, width / 2.0, height / 2.0, width, height)
-
-
-def encode_depth_16uc1(depth_m):
-    """The ``(data, height, width, encoding, step, is_bigendian)`` of a 16UC1 millimetre image
-    (invalid pixels 0)."""
-    depth_mm = np.nan_to_num(np.asarray(depth_m, np.float64) * 1000.0, nan=0.0, posinf=0.0)
-    depth_mm = np.clip(np.round(depth_mm), 0, np.iinfo(np.uint16).max).astype('<u2')
-    height, width = depth_mm.shape
-    return depth_mm.tobytes(), height, width, '16UC1', 2 * width, 0
+    return replace(CORNELL_INTRINSICS, cx=width / 2.0, cy=height / 2.0, width=width,
+                   height=height)
 
 
 class MessagePath:
@@ -128,18 +119,19 @@ class MessagePath:
         return self.conversions is not None
 
     def encode(self, depth_m):
-        """An Image-like message of a depth frame (16UC1 mm), built once per frame."""
-        data, height, width, encoding, step, bigendian = encode_depth_16uc1(depth_m)
-        if self.conversions is None:
-            return types.SimpleNamespace(data=data, height=height, width=width,
-                                         encoding=encoding, step=step, is_bigendian=bigendian)
-        from sensor_msgs.msg import Image
+        """An Image-like message of a depth frame (:data:`ENCODING`, millimetres), built once
+        per frame."""
+        if self.conversions is not None:
+            header = types.SimpleNamespace(stamp=types.SimpleNamespace(sec=0, nanosec=0),
+                                           frame_id=FRAME_ID)
+            return self.conversions.image_from_depth(depth_m, header, ENCODING)
+        from .core.depth import encode_depth
 
-        msg = Image(height=height, width=width, encoding=encoding, step=step,
-                    is_bigendian=bigendian)
-        msg.header.frame_id = FRAME_ID
-        msg.data = data
-        return msg
+        pixels = encode_depth(depth_m, ENCODING)
+        height, width = pixels.shape
+        return types.SimpleNamespace(data=pixels.tobytes(), height=height, width=width,
+                                     encoding=ENCODING, step=pixels.strides[0],
+                                     is_bigendian=0)
 
     def decode(self, msg):
         if self.conversions is not None:
@@ -253,32 +245,15 @@ def bench_targets(backends, device):
     return targets, notes
 
 
-def _random_checkpoint(folder):
-    import torch
-
-    from .core.model import GraspFCN, save_checkpoint
-
-    torch.manual_seed(0)
-    path = os.path.join(folder, 'random.pt')
-    save_checkpoint(path, GraspFCN().eval(), {'trained': False})
-    return path
-
-
 def _resolve_model(model, tmp):
     if model == 'random':
-        return _random_checkpoint(tmp)
+        from .core.model import save_random_checkpoint
+
+        return save_random_checkpoint(os.path.join(tmp, 'random.pt'))
     if not os.path.isfile(model):
         raise FileNotFoundError(f'model file not found: {model} (train one, or pass '
                                 '--model random to time the network with random weights)')
     return model
-
-
-def _detector_config(args):
-    from .core.detector import DetectorConfig
-    from .core.postprocess import PostprocessConfig
-
-    post = PostprocessConfig(q_threshold=args.q_threshold, max_grasps=args.max_grasps)
-    return DetectorConfig(crop_size_px=args.crop_size, postprocess=post)
 
 
 def _synchronize(device):
@@ -421,7 +396,7 @@ def run_bench(args):
     :param args: the parsed ``bench`` arguments.
     :returns: the process exit status.
     """
-    from .cli import _progress
+    from .cli import _progress, detector_config
 
     if args.frames < 1 or args.warmup < 0:
         raise ValueError('--frames must be >= 1 and --warmup >= 0')
@@ -442,13 +417,13 @@ def run_bench(args):
         machine = machine_info()
         limit_threads(args.threads)
         results, note = run_pipeline_bench(model_path, frames, targets, args.frames, args.warmup,
-                                           _detector_config(args), _progress(), args.threads)
+                                           detector_config(args), _progress(), args.threads)
     if note:
         notes.append(note)
     machine['load_average_1min_after'] = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
     print(format_table(results))
     print(f'{args.frames} frames (+{args.warmup} warm-up) from {folder}, '
-          f'{len(frames)} distinct, 16UC1, holes: {args.holes} '
+          f'{len(frames)} distinct, {ENCODING}, holes: {args.holes} '
           f'({100 * args.invalid_fraction:.1f} % invalid pixels); model {args.model}')
     for line in notes:
         print(f'note: {line}')
@@ -459,7 +434,7 @@ def run_bench(args):
     report = {'mode': 'pipeline', 'machine': machine,
               'settings': {'frames': args.frames, 'warmup': args.warmup, 'dataset': folder,
                            'distinct_frames': len(frames), 'model': args.model,
-                           'encoding': '16UC1', 'holes': args.holes,
+                           'encoding': ENCODING, 'holes': args.holes,
                            'invalid_fraction': args.invalid_fraction,
                            'crop_size_px': args.crop_size,
                            'q_threshold': args.q_threshold, 'max_grasps': args.max_grasps,
@@ -531,9 +506,13 @@ class _Publisher:
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
-        from std_msgs.msg import Float32MultiArray
+        from std_msgs.msg import Float32MultiArray, Header
 
-        from .ros_conversions import latency_from_message
+        from .ros_conversions import (
+            camera_info_from_intrinsics,
+            image_from_depth,
+            latency_from_message,
+        )
 
         self.node = Node('grasp_bench', context=context)
         self.latency_from_message = latency_from_message
@@ -549,20 +528,10 @@ class _Publisher:
         self.node.create_subscription(Float32MultiArray, '/grasp_detector/latency',
                                       self._on_latency, reliable)
         self.images, self.infos = [], []
+        header = Header(frame_id=FRAME_ID)
         for depth_m in frames:
-            data, height, width, encoding, step, bigendian = encode_depth_16uc1(depth_m)
-            image = Image(height=height, width=width, encoding=encoding, step=step,
-                          is_bigendian=bigendian)
-            image.header.frame_id = FRAME_ID
-            image.data = data
-            k = intrinsics_for(depth_m)
-            info = CameraInfo(height=height, width=width, distortion_model='plumb_bob')
-            info.header.frame_id = FRAME_ID
-            info.k = [k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0]
-            info.p = [k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
-            info.d = [0.0] * 5
-            self.images.append(image)
-            self.infos.append(info)
+            self.images.append(image_from_depth(depth_m, header, ENCODING))
+            self.infos.append(camera_info_from_intrinsics(intrinsics_for(depth_m), header))
 
     def ready(self):
         """Whether the node subscribes to the depth topic and publishes grasps."""
@@ -589,15 +558,6 @@ class _Publisher:
         self.node_latency.append(self.latency_from_message(msg))
 
 
-def _spin_until(executor, condition, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        executor.spin_once(timeout_sec=0.05)
-    return condition()
-
-
 def _ros_bench_one(publisher, executor, backend, args, num_frames, warmup):
     """Publish warm-up and timed frames at the rate; returns the backend's summary."""
     period = 1.0 / args.rate
@@ -608,19 +568,19 @@ def _ros_bench_one(publisher, executor, backend, args, num_frames, warmup):
         for _ in range(WARMUP_ATTEMPTS):
             index -= 1
             publisher.publish(index, i % count)
-            if _spin_until(executor, lambda k=index: k in publisher.round_trip_ms,
+            if spin_until(executor, lambda k=index: k in publisher.round_trip_ms,
                            WARMUP_WAIT_S):
                 break
     publisher.node_latency.clear()
     start = time.perf_counter()
     for i in range(num_frames):
         target = start + i * period
-        _spin_until(executor, lambda t=target: time.perf_counter() >= t, period + 1.0)
+        spin_until(executor, lambda t=target: time.perf_counter() >= t, period + 1.0)
         publisher.publish(i, i % count)
     # the last frames get as long as a few warm-up frames took, as the node may be busy
     warm = [ms for key, ms in publisher.round_trip_ms.items() if key < 0]
     drain_s = max(DRAIN_TIMEOUT_S, 3e-3 * max(warm, default=0.0))
-    _spin_until(executor, lambda: all(i in publisher.round_trip_ms for i in range(num_frames)),
+    spin_until(executor, lambda: all(i in publisher.round_trip_ms for i in range(num_frames)),
                 drain_s)
     round_trip = [publisher.round_trip_ms[i] for i in range(num_frames)
                   if i in publisher.round_trip_ms]
@@ -666,7 +626,7 @@ def run_ros_bench(args, model_path, frames, backends):
             process = subprocess.Popen(node_command(model_path, backend, args.device), env=env,
                                        stdout=log, stderr=subprocess.STDOUT, text=True)
             try:
-                if not _spin_until(executor, lambda: publisher.ready()
+                if not spin_until(executor, lambda: publisher.ready()
                                    or process.poll() is not None, NODE_START_TIMEOUT_S) \
                         or process.poll() is not None:
                     process.terminate()
@@ -704,7 +664,7 @@ def run_ros_bench(args, model_path, frames, backends):
         print(f'note: {line}')
     report = {'mode': 'ros', 'machine': machine_info(),
               'settings': {'frames': args.frames, 'warmup': args.warmup, 'rate_hz': args.rate,
-                           'model': args.model, 'encoding': '16UC1', 'holes': args.holes,
+                           'model': args.model, 'encoding': ENCODING, 'holes': args.holes,
                            'invalid_fraction': args.invalid_fraction,
                            'transport': args.transport, 'domain_id': env['ROS_DOMAIN_ID']},
               'notes': notes, 'backends': results}

@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+from .core.geometry import CORNELL_INTRINSICS
 from .resources import default_model_path
 
 
@@ -13,14 +14,22 @@ def _progress():
     return tqdm
 
 
-def _detector(args):
-    from .core.backends import create_backend
-    from .core.detector import DetectorConfig, GraspDetector
+def detector_config(args):
+    """The core :class:`~grasp_fcn_ros.core.detector.DetectorConfig` of the detector options
+    (``--crop-size``, ``--q-threshold``, ``--max-grasps``)."""
+    from .core.detector import DetectorConfig
     from .core.postprocess import PostprocessConfig
 
-    backend = create_backend(args.model, getattr(args, 'backend', 'torch'), args.device)
     post = PostprocessConfig(q_threshold=args.q_threshold, max_grasps=args.max_grasps)
-    return GraspDetector(backend, DetectorConfig(crop_size_px=args.crop_size, postprocess=post))
+    return DetectorConfig(crop_size_px=args.crop_size, postprocess=post)
+
+
+def _detector(args):
+    from .core.backends import create_backend
+    from .core.detector import GraspDetector
+
+    backend = create_backend(args.model, getattr(args, 'backend', 'torch'), args.device)
+    return GraspDetector(backend, detector_config(args))
 
 
 def _add_model_args(parser, backend=True):
@@ -37,18 +46,14 @@ def _add_model_args(parser, backend=True):
 
 
 def cmd_detect(args):
-    import cv2
-
+    from .core.color import read_color_image
+    from .core.depth import read_depth_image
     from .core.geometry import CameraIntrinsics
-    from .training.dataset import load_depth
     from .visualize import detection_to_json, save_detection_figure
 
     detector = _detector(args)
-    depth_m = load_depth(args.image)
-    color = None
-    if args.color:
-        bgr = cv2.imread(args.color, cv2.IMREAD_COLOR)
-        color = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    depth_m = read_depth_image(args.image)
+    color = read_color_image(args.color) if args.color else None
     k = [float(v) for v in args.intrinsics.split(',')]
     intrinsics = CameraIntrinsics(k[0], k[1], k[2], k[3], depth_m.shape[1], depth_m.shape[0])
     detection = detector.detect(depth_m, intrinsics)
@@ -146,7 +151,10 @@ def build_parser():
     p = sub.add_parser('detect', help='detect grasps in one depth image (TIFF, metres)')
     p.add_argument('image')
     p.add_argument('--color', help='colour image to draw the grasps on')
-    p.add_argument('--intrinsics', default='585,585,320,240', help='fx,fy,cx,cy in pixels')
+    p.add_argument('--intrinsics', default=','.join(
+        f'{v:g}' for v in (CORNELL_INTRINSICS.fx, CORNELL_INTRINSICS.fy, CORNELL_INTRINSICS.cx,
+                           CORNELL_INTRINSICS.cy)),
+        help="fx,fy,cx,cy in pixels (default: the Cornell frames' Kinect approximation)")
     p.add_argument('--output', help='output path without extension')
     _add_model_args(p)
     p.set_defaults(func=cmd_detect)

@@ -22,9 +22,6 @@ import numpy as np
 
 from .resources import default_model_path, share_directory
 
-#: Demo camera: the usual Kinect v1 approximation for the Cornell frames (640x480).
-FX_PX = FY_PX = 585.0
-CX_PX, CY_PX = 320.0, 240.0
 FRAME_ID = 'camera_depth_optical_frame'
 #: Topics the demo publishes on; the node's relative inputs are remapped to them.
 DEPTH_TOPIC = '/grasp_fcn_demo/depth/image'
@@ -89,98 +86,61 @@ def describe_model(path):
 
 def untrained_checkpoint(folder):
     """Write a seeded random-weight checkpoint of the real architecture; returns its path."""
-    import torch
+    from .core.model import save_random_checkpoint
 
-    from .core.model import GraspFCN, save_checkpoint
-
-    torch.manual_seed(UNTRAINED_SEED)
-    path = os.path.join(folder, 'untrained.pt')
-    save_checkpoint(path, GraspFCN().eval(),
-                    {'trained': False, 'seed': UNTRAINED_SEED,
-                     'note': 'random weights written by the demo; no trained model found'})
-    return path
+    return save_random_checkpoint(
+        os.path.join(folder, 'untrained.pt'), UNTRAINED_SEED,
+        {'seed': UNTRAINED_SEED,
+         'note': 'random weights written by the demo; no trained model found'})
 
 
 # --- frames and the node's settings --------------------------------------------------------------
 
 def load_frames(folder):
     """The demo frames: list of ``(name, depth_m, rgb or None)`` in name order."""
-    import cv2
-
-    from .training.dataset import find_samples, load_depth
+    from .core.depth import read_depth_image
+    from .training.dataset import find_samples
 
     samples, _ = find_samples(folder)
     if not samples:
         raise DemoError(f'no frames (<name>d.tiff with <name>cpos.txt) in {folder}')
-    frames = []
-    for sample in samples:
-        rgb = None
-        if sample.color_path:
-            bgr = cv2.imread(sample.color_path, cv2.IMREAD_COLOR)
-            rgb = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        frames.append((sample.name, load_depth(sample.depth_path), rgb))
-    return frames
+    return [(sample.name, read_depth_image(sample.depth_path), sample.load_color())
+            for sample in samples]
 
 
 def node_parameters(params_file, model_path):
-    """The node's parameter values: its defaults, the params file, then ``model_path``."""
-    import yaml
+    """The node's parameter values: its defaults, what the params file sets for it (read as
+    rclpy reads it for a node named :data:`NODE_NAME`), then ``model_path``."""
+    from rclpy.parameter import parameter_dict_from_yaml_file, parameter_value_to_python
 
     from .node import DEFAULTS
 
     values = dict(DEFAULTS)
-    with open(params_file) as stream:
-        data = yaml.safe_load(stream) or {}
-    for key in ('/**', f'/{NODE_NAME}', NODE_NAME):
-        section = (data.get(key) or {}).get('ros__parameters') or {}
-        values.update({k: v for k, v in section.items() if k in values})
+    from_file = parameter_dict_from_yaml_file(params_file, use_wildcard=True,
+                                              target_nodes=[f'/{NODE_NAME}'])
+    values.update({name: parameter_value_to_python(msg.value)
+                   for name, msg in from_file.items() if name in values})
     values['model_path'] = model_path
     return values
 
 
 def demo_intrinsics(width, height):
-    from .core.geometry import CameraIntrinsics
+    """The demo camera: :data:`~grasp_fcn_ros.core.geometry.CORNELL_INTRINSICS` (the Kinect
+    approximation of the Cornell frames) for an image of ``width`` x ``height`` pixels."""
+    from .core.geometry import CORNELL_INTRINSICS
 
-    return CameraIntrinsics(FX_PX, FY_PX, CX_PX, CY_PX, width, height)
+    return replace(CORNELL_INTRINSICS, width=int(width), height=int(height))
 
 
 def sent_depth(depth_m, encoding, depth_scale):
-    """What the node decodes from the published image (millimetre rounding for 16UC1)."""
-    depth_m = np.asarray(depth_m, dtype=np.float32)
-    if encoding == '32FC1':
-        return depth_m
-    units = np.round(np.nan_to_num(depth_m, nan=0.0) / depth_scale)
-    return (np.clip(units, 0, 65535).astype(np.uint16) * depth_scale).astype(np.float32)
+    """What the node decodes from the published image (the encoding's rounding and invalid
+    values included), metres."""
+    from .core.depth import decode_depth, encode_depth
 
-
-# --- messages -----------------------------------------------------------------------------------
-
-def depth_message(depth_m, encoding, depth_scale, header):
-    from sensor_msgs.msg import Image
-
-    from .ros_conversions import make_header
-
-    height, width = depth_m.shape
-    if encoding == '32FC1':
-        pixels = np.ascontiguousarray(depth_m, dtype='<f4')
-    else:
-        units = np.round(np.nan_to_num(depth_m, nan=0.0) / depth_scale)
-        pixels = np.ascontiguousarray(np.clip(units, 0, 65535), dtype='<u2')
-    return Image(header=make_header(header.stamp, header.frame_id), height=height, width=width,
-                 encoding=encoding, is_bigendian=0, step=pixels.itemsize * width,
-                 data=pixels.tobytes())
-
-
-def camera_info_message(width, height, header):
-    from sensor_msgs.msg import CameraInfo
-
-    from .ros_conversions import make_header
-
-    return CameraInfo(header=make_header(header.stamp, header.frame_id), width=width,
-                      height=height, distortion_model='plumb_bob', d=[0.0] * 5,
-                      k=[FX_PX, 0.0, CX_PX, 0.0, FY_PX, CY_PX, 0.0, 0.0, 1.0],
-                      r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-                      p=[FX_PX, 0.0, CX_PX, 0.0, 0.0, FY_PX, CY_PX, 0.0, 0.0, 0.0, 1.0, 0.0])
+    pixels = encode_depth(depth_m, encoding, depth_scale)
+    height, width = pixels.shape
+    return decode_depth(pixels.tobytes(), height, width, encoding, pixels.strides[0], False,
+                        depth_scale)
 
 
 def node_grasps(details, intrinsics):
@@ -329,15 +289,17 @@ class Player:
 
     def spin_until(self, condition, timeout_s, what):
         """Spin until ``condition()`` holds; raise DemoError on timeout or if the node dies."""
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            if self.process.poll() is not None:
-                raise DemoError(f'the node exited (code {self.process.returncode}) while '
-                                f'waiting for {what}; its log ends with:\n'
-                                f'{log_tail(self.log_path)}')
-            if time.monotonic() > deadline:
-                raise DemoError(f'timed out after {timeout_s:.0f} s waiting for {what}')
-            self.executor.spin_once(timeout_sec=0.05)
+        from .spinning import spin_until
+
+        exited = self.process.poll
+        spin_until(self.executor, lambda: condition() or exited() is not None, timeout_s)
+        if condition():
+            return
+        if exited() is not None:
+            raise DemoError(f'the node exited (code {self.process.returncode}) while '
+                            f'waiting for {what}; its log ends with:\n'
+                            f'{log_tail(self.log_path)}')
+        raise DemoError(f'timed out after {timeout_s:.0f} s waiting for {what}')
 
     def wait_for_node(self, timeout_s):
         """Wait until the node's subscriptions and publishers match the demo's."""
@@ -510,17 +472,23 @@ def play_frame(player, offline, values, args, frame, model_info):
 
     :returns: ``(summary line, agree, reason)``.
     """
-    from .ros_conversions import cloud_to_array, image_from_rgb, make_header
+    from .ros_conversions import (
+        camera_info_from_intrinsics,
+        cloud_to_array,
+        image_from_depth,
+        image_from_rgb,
+        make_header,
+    )
     from .visualize import detection_to_json, save_detection_figure
 
     name, depth_m, rgb = frame
     height, width = depth_m.shape
     depth_scale = float(values['depth_scale'])
     header = make_header(player.node.get_clock().now().to_msg(), FRAME_ID)
-    answer = player.play(depth_message(depth_m, args.encoding, depth_scale, header),
-                         camera_info_message(width, height, header),
-                         None if rgb is None else image_from_rgb(rgb, header), args.timeout)
     intrinsics = demo_intrinsics(width, height)
+    answer = player.play(image_from_depth(depth_m, header, args.encoding, depth_scale),
+                         camera_info_from_intrinsics(intrinsics, header),
+                         None if rgb is None else image_from_rgb(rgb, header), args.timeout)
     grasps_2d, grasps_3d = node_grasps(cloud_to_array(answer['details']), intrinsics)
     check_answer(name, answer, grasps_3d)
 
@@ -538,8 +506,8 @@ def play_frame(player, offline, values, args, frame, model_info):
         'frame': name, 'frame_id': answer['grasps'].header.frame_id,
         'stamp': {'sec': header.stamp.sec, 'nanosec': header.stamp.nanosec},
         'depth_encoding': args.encoding,
-        'intrinsics': {'fx': FX_PX, 'fy': FY_PX, 'cx': CX_PX, 'cy': CY_PX,
-                       'width': width, 'height': height},
+        'intrinsics': {'fx': intrinsics.fx, 'fy': intrinsics.fy, 'cx': intrinsics.cx,
+                       'cy': intrinsics.cy, 'width': width, 'height': height},
         'model': model_info,
         'round_trip_ms': round(answer['round_trip_ms'], 3),
         'sends': answer['sends'],

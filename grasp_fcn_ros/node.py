@@ -285,9 +285,14 @@ def render_overlay(base_rgb, detection):
 
 
 class GraspDetectorNode(Node):
-    """Detects grasps in the newest depth frame and publishes them as poses and markers."""
+    """Detects grasps in the newest depth frame and publishes them as poses and markers.
 
-    def __init__(self, **kwargs):
+    :param tf_lookup: the :class:`~grasp_fcn_ros.transforms.TransformLookup` that moves grasps
+        into ``output_frame``; None builds the tf2-backed one when ``output_frame`` is set.
+    :param kwargs: passed to :class:`rclpy.node.Node` (``context``, ``parameter_overrides``).
+    """
+
+    def __init__(self, tf_lookup=None, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -318,8 +323,8 @@ class GraspDetectorNode(Node):
             self.get_logger().error(
                 f'{self._model_error}. The node stays up without a model; set model_path to a '
                 'valid checkpoint.')
-        self._tf = None
-        if self._values['output_frame']:
+        self._tf = tf_lookup
+        if self._tf is None and self._values['output_frame']:
             try:
                 self._tf = create_tf_lookup(self)
             except TransformError as exc:

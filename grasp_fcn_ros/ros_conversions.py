@@ -11,11 +11,11 @@ import sys
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped
 import numpy as np
-from sensor_msgs.msg import Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Float32MultiArray, Header, MultiArrayDimension
 from visualization_msgs.msg import Marker, MarkerArray
 
-from .core.depth import decode_depth
+from .core.depth import decode_depth, encode_depth
 from .core.geometry import CameraIntrinsics
 
 #: Fields of ``~/grasp_details``, one float32 each, in this order (metres, quaternion xyzw,
@@ -80,6 +80,41 @@ def depth_from_image(msg, depth_scale=0.001):
     """
     return decode_depth(msg.data, msg.height, msg.width, msg.encoding, msg.step,
                         bool(msg.is_bigendian), depth_scale)
+
+
+def image_from_depth(depth_m, header, encoding='32FC1', depth_scale=0.001):
+    """A depth Image of an (H, W) array in metres (little-endian, no row padding).
+
+    The pixels follow :func:`~grasp_fcn_ros.core.depth.encode_depth`: for 16-bit encodings,
+    units of ``depth_scale`` metres, 0 where there is no valid depth.
+
+    :param depth_m: (H, W) depth in metres.
+    :param header: std_msgs/Header to copy.
+    :param encoding: ``32FC1``, ``16UC1`` or ``mono16``.
+    :param depth_scale: metres per unit for 16-bit encodings.
+    :raises grasp_fcn_ros.core.depth.DepthError: for an unknown encoding or a non 2-D array.
+    """
+    pixels = encode_depth(depth_m, encoding, depth_scale)
+    height, width = pixels.shape
+    return Image(header=make_header(header.stamp, header.frame_id), height=height, width=width,
+                 encoding=encoding, is_bigendian=0, step=pixels.itemsize * width,
+                 data=_bytes(pixels))
+
+
+def camera_info_from_intrinsics(intrinsics, header):
+    """A distortion-free CameraInfo (K, P, R, image size) of pinhole intrinsics.
+
+    :param intrinsics: :class:`~grasp_fcn_ros.core.geometry.CameraIntrinsics`, pixels.
+    :param header: std_msgs/Header to copy.
+    """
+    fx, fy, cx, cy = (float(v) for v in (intrinsics.fx, intrinsics.fy, intrinsics.cx,
+                                         intrinsics.cy))
+    return CameraInfo(header=make_header(header.stamp, header.frame_id),
+                      width=int(intrinsics.width), height=int(intrinsics.height),
+                      distortion_model='plumb_bob', d=[0.0] * 5,
+                      k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
+                      r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                      p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
 
 
 def intrinsics_from_camera_info(msg, rectified=True):

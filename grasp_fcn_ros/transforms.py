@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .core.geometry import unit_quaternion
 from .core.projection import quaternion_to_matrix
 
 #: How long a lookup waits for a transform to arrive, seconds.
@@ -102,13 +103,9 @@ def transform_pose(translation, quaternion, position, orientation):
     rotation = quaternion_to_matrix(quaternion)
     new_position = rotation @ np.asarray(position, dtype=np.float64) + np.asarray(
         translation, dtype=np.float64)
-    q = np.asarray(quaternion, dtype=np.float64) / np.linalg.norm(quaternion)
-    o = np.asarray(orientation, dtype=np.float64) / np.linalg.norm(orientation)
-    new_orientation = quaternion_multiply(q, o)
-    new_orientation /= np.linalg.norm(new_orientation)
-    if new_orientation[3] < 0:
-        new_orientation = -new_orientation
-    return new_position, new_orientation
+    new_orientation = quaternion_multiply(unit_quaternion(quaternion),
+                                          unit_quaternion(orientation))
+    return new_position, unit_quaternion(new_orientation)
 
 
 def transform_grasps(grasps, translation, quaternion):

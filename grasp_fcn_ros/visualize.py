@@ -10,7 +10,8 @@ import os
 
 import numpy as np
 
-from .core.grasp import angle_difference, polygon_iou
+from .core.grasp import angle_difference, grasp_matches, polygon_iou
+from .training.evaluate import MAX_ANGLE_RAD
 
 #: Quality below which the angle map is masked (shown grey): the angle means nothing there.
 ANGLE_MASK_QUALITY = 0.1
@@ -227,19 +228,24 @@ def detection_to_json(detection):
                      'size_px': int(transform.size), 'network_px': int(transform.out_size)}}
 
 
-def _best_match(predicted, truths):
+def _best_match(predicted, truths, jaccard, max_angle_rad):
     """(IoU, angle difference in degrees) of the ground-truth rectangle closest to a grasp.
 
-    A rectangle that the metric accepts comes first, then the largest IoU.
+    A rectangle that the rectangle metric (:func:`~grasp_fcn_ros.core.grasp.grasp_matches`
+    with these thresholds) accepts comes first, then the largest IoU.
+
+    :param jaccard: IoU the metric must exceed.
+    :param max_angle_rad: angle difference the metric must stay below, radians.
     """
-    scored = [(polygon_iou(predicted.polygon(), t.polygon()),
+    scored = [(grasp_matches(predicted, [t], jaccard, max_angle_rad),
+               polygon_iou(predicted.polygon(), t.polygon()),
                float(np.degrees(angle_difference(predicted.angle, t.angle)))) for t in truths]
     if not scored:
         return None
-    return max(scored, key=lambda s: (s[0] > FIGURE_JACCARD and s[1] < 30.0, s[0]))
+    return max(scored, key=lambda s: (s[0], s[1]))[1:]
 
 
-def _evaluation_figure(path, sample, image_result, correct):
+def _evaluation_figure(path, sample, image_result, correct, jaccard, max_angle_rad):
     depth_m = sample.depth_m
     color = sample.load_color()
     truths = sample.grasps or []
@@ -255,7 +261,7 @@ def _evaluation_figure(path, sample, image_result, correct):
         draw_grasp(ax, prediction, BEST_COLOUR if correct else WRONG_COLOUR,
                    linewidth=2.0, jaw_width=4.5)
         corners.append(prediction.polygon())
-        match = _best_match(prediction, truths)
+        match = _best_match(prediction, truths, jaccard, max_angle_rad)
         detail = '' if match is None else (f'closest truth: IoU {match[0]:.2f}, '
                                            f'angle off {match[1]:.0f} deg')
     else:
@@ -267,13 +273,15 @@ def _evaluation_figure(path, sample, image_result, correct):
         u_max, v_max = points.max(axis=0) + EVAL_MARGIN_PX
         ax.set_xlim(max(u_min, -0.5), min(u_max, width - 0.5))
         ax.set_ylim(min(v_max, height - 0.5), max(v_min, -0.5))
-    ax.set_title(f'{sample.name}: top-1 {verdict} (IoU > {FIGURE_JACCARD:g}, < 30 deg)\n'
+    ax.set_title(f'{sample.name}: top-1 {verdict} (IoU > {jaccard:g}, '
+                 f'< {np.degrees(max_angle_rad):.0f} deg)\n'
                  f'{len(truths)} ground-truth rectangles (blue); {detail}', fontsize=10)
     _label_axes(ax)
     return _save(figure, path)
 
 
-def save_evaluation_figures(folder, samples, result, limit=12):
+def save_evaluation_figures(folder, samples, result, limit=12, jaccard=FIGURE_JACCARD,
+                            max_angle_rad=MAX_ANGLE_RAD):
     """Write PNGs of right and wrong top-1 predictions against the ground truth.
 
     Files are ``<name>_correct.png`` and ``<name>_wrong.png``; at most ``limit`` in all, half of
@@ -283,6 +291,9 @@ def save_evaluation_figures(folder, samples, result, limit=12):
     :param samples: the :class:`~grasp_fcn_ros.training.dataset.CornellSample` list evaluated.
     :param result: the :class:`~grasp_fcn_ros.training.evaluate.EvaluationResult`.
     :param limit: most figures written.
+    :param jaccard: the IoU threshold whose top-1 outcome sorts the images (one of the
+        result's thresholds).
+    :param max_angle_rad: the metric's angle threshold, radians (the one the result used).
     :returns: number of figures written.
     """
     by_name = {s.name: s for s in samples}
@@ -290,7 +301,7 @@ def save_evaluation_figures(folder, samples, result, limit=12):
     for image_result in result.per_image:
         if image_result.name not in by_name:
             continue
-        ok = bool(image_result.correct_top1.get(FIGURE_JACCARD))
+        ok = bool(image_result.correct_top1.get(jaccard))
         (right if ok else wrong).append(image_result)
     limit = max(int(limit), 0)
     n_right = min(len(right), max(limit // 2, limit - len(wrong)))
@@ -302,6 +313,6 @@ def save_evaluation_figures(folder, samples, result, limit=12):
             sample = by_name[image_result.name].load()
             suffix = 'correct' if correct else 'wrong'
             _evaluation_figure(os.path.join(folder, f'{image_result.name}_{suffix}.png'),
-                               sample, image_result, correct)
+                               sample, image_result, correct, jaccard, max_angle_rad)
             written += 1
     return written

@@ -14,11 +14,6 @@ os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 @pytest.fixture(scope='session')
 def random_model_path(tmp_path_factory):
     """A checkpoint of the real architecture with seeded random weights."""
-    import torch
+    from grasp_fcn_ros.core.model import save_random_checkpoint
 
-    from grasp_fcn_ros.core.model import GraspFCN, save_checkpoint
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('model') / 'random.pt'
-    save_checkpoint(str(path), GraspFCN().eval(), {'trained': False})
-    return str(path)
+    return save_random_checkpoint(str(tmp_path_factory.mktemp('model') / 'random.pt'), seed=0)

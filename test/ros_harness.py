@@ -18,14 +18,19 @@ import zlib
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseArray, PoseStamped
 import numpy as np
+import pytest
 from rcl_interfaces.srv import GetParameters, SetParameters
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from std_msgs.msg import Float32MultiArray
+from std_msgs.msg import Float32MultiArray, Header
 from visualization_msgs.msg import MarkerArray
+
+from grasp_fcn_ros.core.geometry import CameraIntrinsics, CORNELL_INTRINSICS
+from grasp_fcn_ros.ros_conversions import camera_info_from_intrinsics
+from grasp_fcn_ros.spinning import spin_until
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -195,30 +200,13 @@ class RosClient:
         inbox.subscription = self.node.create_subscription(msg_type, topic, inbox, qos)
         return inbox
 
-    def spin(self, duration_s):
-        """Serve callbacks for ``duration_s`` (for absence checks only)."""
-        self.wait_for(lambda: False, duration_s)
-
-    def spin_until(self, deadline):
-        """Serve callbacks until ``time.monotonic()`` reaches ``deadline`` (for pacing a
-        publisher: returns on time, not after a whole polling period)."""
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self.executor.spin_once(timeout_sec=min(remaining, 0.01))
-
     def wait_for(self, predicate, timeout_s, period_s=0.02):
-        """Spin until ``predicate()`` is true or the timeout passes.
+        """Serve callbacks until ``predicate()`` is true or ``timeout_s`` seconds pass (never
+        longer: with a predicate on the clock it paces a publisher).
 
         :returns: the final value of ``predicate()``.
         """
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            self.executor.spin_once(timeout_sec=period_s)
-        return bool(predicate())
+        return spin_until(self.executor, predicate, max(timeout_s, 0.0), period_s)
 
     def call(self, srv_type, name, request, timeout_s=60.0):
         """Call a service, waiting for it to appear and answer.
@@ -258,12 +246,25 @@ class RosClient:
         rclpy.try_shutdown(context=self.context)
 
 
+def client_fixture(domain_id, name):
+    """A module-scoped pytest fixture: a :class:`RosClient` in ``domain_id``, closed after the
+    module's tests."""
+
+    @pytest.fixture(scope='module')
+    def client():
+        ros = RosClient(domain_id, name)
+        yield ros
+        ros.close()
+
+    return client
+
+
 def wait_for_log(client, process, text, start=0, timeout_s=30.0):
     """Spin until ``text`` appears in the process output after byte ``start``."""
     return client.wait_for(lambda: text in process.log(start), timeout_s, period_s=0.05)
 
 
-# --- message builders (independent of grasp_fcn_ros.ros_conversions) ----------------------------
+# --- message builders -------------------------------------------------------------------------
 
 class StampCounter:
     """Unique, increasing stamps so a test can match outputs to the frame it sent."""
@@ -299,15 +300,9 @@ def depth_image_msg(depth, encoding, stamp, frame_id='camera_depth_optical_frame
 
 def camera_info_msg(fx, fy, cx, cy, width, height, stamp,
                     frame_id='camera_depth_optical_frame'):
-    """A CameraInfo with K, P and the image size (distortion-free)."""
-    msg = CameraInfo(width=width, height=height, distortion_model='plumb_bob')
-    msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    msg.k = [float(fx), 0.0, float(cx), 0.0, float(fy), float(cy), 0.0, 0.0, 1.0]
-    msg.p = [float(fx), 0.0, float(cx), 0.0, 0.0, float(fy), float(cy), 0.0, 0.0, 0.0, 1.0, 0.0]
-    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    msg.d = [0.0] * 5
-    return msg
+    """A CameraInfo with K, P and the image size (distortion-free), pixels."""
+    return camera_info_from_intrinsics(CameraIntrinsics(fx, fy, cx, cy, width, height),
+                                       Header(stamp=stamp, frame_id=frame_id))
 
 
 class DetectorTopics:
@@ -349,10 +344,13 @@ class DetectorTopics:
         return {name: inbox.with_stamp(stamp) for name, inbox in self.inbox.items()
                 if name != 'latency'}
 
-    def served(self, stamp):
-        """True when ~/grasps, ~/grasp_details and ~/markers arrived for the frame."""
+    #: Outputs of every served frame, with or without grasps.
+    EVERY_FRAME = ('grasps', 'grasp_details', 'markers')
+
+    def served(self, stamp, names=EVERY_FRAME):
+        """True when every output in ``names`` arrived for the frame."""
         out = self.outputs(stamp)
-        return all(out[name] for name in ('grasps', 'grasp_details', 'markers'))
+        return all(out[name] for name in names)
 
     def send_until(self, depth_msg, info_msg, predicate, timeout_s, resend_s=15.0, send=None):
         """Send a frame, and again every ``resend_s`` (a message lost before discovery
@@ -370,17 +368,30 @@ class DetectorTopics:
             if time.monotonic() >= deadline:
                 return False
 
-    def serve(self, depth_msg, info_msg, timeout_s=90.0, resend_s=15.0):
+    def serve(self, depth_msg, info_msg, timeout_s=90.0, resend_s=15.0, names=EVERY_FRAME):
         """Send a frame until its outputs arrive; returns them (raises AssertionError if not).
 
         :param resend_s: see :meth:`send_until`; ``timeout_s`` sends the frame once only (a
             test that counts the outputs of a frame).
+        :param names: the outputs to wait for.
         """
         stamp = depth_msg.header.stamp
-        ok = self.send_until(depth_msg, info_msg, lambda: self.served(stamp), timeout_s,
-                             resend_s)
-        assert ok, f'no output for the frame stamped {stamp.sec}.{stamp.nanosec:09d}'
+        ok = self.send_until(depth_msg, info_msg, lambda: self.served(stamp, names),
+                             timeout_s, resend_s)
+        assert ok, f'no {names} for the frame stamped {stamp.sec}.{stamp.nanosec:09d}'
         return self.outputs(stamp)
+
+    def flush(self, depth_msg, info_msg, timeout_s=90.0):
+        """Serve a frame that has grasps until it arrived on every output, ~/best_grasp too.
+
+        Every output topic delivers in publication order and the node serves one frame after
+        the other, so afterwards every output of an earlier frame has arrived: what is missing
+        now was never published.
+
+        :returns: the frame's outputs.
+        """
+        return self.serve(depth_msg, info_msg, timeout_s,
+                          names=self.EVERY_FRAME + ('best_grasp',))
 
 
 # --- a camera in its own process ----------------------------------------------------------------
@@ -471,8 +482,8 @@ def _camera_main(argv):
         i = 0
         while rclpy.ok() and (options.frames <= 0 or i < options.frames):
             stamp = Time(sec=options.first_sec + i, nanosec=0)
-            info_pub.publish(camera_info_msg(585.0, 585.0, width / 2, height / 2, width,
-                                             height, stamp))
+            info_pub.publish(camera_info_msg(CORNELL_INTRINSICS.fx, CORNELL_INTRINSICS.fy,
+                                             width / 2, height / 2, width, height, stamp))
             depth_pub.publish(depth_image_msg(depth, '16UC1', stamp))
             if i == 0:
                 print(f'publishing {width}x{height} from stamp {options.first_sec}',

@@ -1,11 +1,28 @@
-"""Synthetic depth scenes with answers known in advance."""
+"""Synthetic scenes with answers known in advance: depth images and frame transforms."""
 
 import numpy as np
 
-from grasp_fcn_ros.core.geometry import CameraIntrinsics
+from grasp_fcn_ros.core.geometry import CORNELL_INTRINSICS
+from grasp_fcn_ros.transforms import TransformError, TransformLookup
 
 #: A Kinect-like camera at 640x480.
-INTRINSICS = CameraIntrinsics(fx=585.0, fy=585.0, cx=320.0, cy=240.0, width=640, height=480)
+INTRINSICS = CORNELL_INTRINSICS
+
+
+class FakeLookup(TransformLookup):
+    """Transforms from a dict (target, source) -> (translation m, quaternion x y z w); every
+    call is recorded in :attr:`calls`."""
+
+    def __init__(self, transforms):
+        self.transforms = transforms
+        self.calls = []
+
+    def lookup(self, target_frame, source_frame, stamp):
+        self.calls.append((target_frame, source_frame, stamp))
+        try:
+            return self.transforms[(target_frame, source_frame)]
+        except KeyError:
+            raise TransformError(f'no transform {source_frame} -> {target_frame}') from None
 
 
 def box_on_plane(width=640, height=480, plane_m=0.70, box_height_m=0.05,

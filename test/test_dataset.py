@@ -95,13 +95,20 @@ def test_augmentation_keeps_depth_and_rectangles_together(dataset):
         assert x[0][int(rows.mean()), int(cols.mean())] < np.median(x[0]) - 0.04
 
 
-def test_image_folds_partition_and_are_seeded(dataset):
+def _as_sets(folds):
+    return {frozenset(f.tolist()) for f in folds}
+
+
+def test_image_folds_partition_and_are_seeded():
     samples = list(range(10))
-    folds = split_folds(samples, 5, 'image', seed=1)
-    assert sorted(np.concatenate(folds).tolist()) == samples
-    assert all(len(f) == 2 for f in folds)
-    assert [f.tolist() for f in folds] == [f.tolist() for f in split_folds(samples, 5,
-                                                                          'image', 1)]
+    by_seed = {seed: split_folds(samples, 5, 'image', seed=seed) for seed in range(4)}
+    for folds in by_seed.values():
+        # a partition: every image in exactly one fold, folds of equal size
+        assert sorted(np.concatenate(folds).tolist()) == samples
+        assert [len(f) for f in folds] == [2] * 5
+    # the same seed gives the same folds; other seeds give other folds
+    assert _as_sets(split_folds(samples, 5, 'image', 1)) == _as_sets(by_seed[1])
+    assert len({frozenset(_as_sets(folds)) for folds in by_seed.values()}) == len(by_seed)
 
 
 def test_object_folds_keep_objects_together(dataset, tmp_path):

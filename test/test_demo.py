@@ -14,7 +14,15 @@ import torch
 from grasp_fcn_ros.core.grasp import Grasp2D
 from grasp_fcn_ros.core.model import GraspFCN, save_checkpoint
 from grasp_fcn_ros.core.projection import project_grasp
-from grasp_fcn_ros.demo import compare, demo_intrinsics, describe_model, node_grasps, sent_depth
+from grasp_fcn_ros.demo import (
+    compare,
+    demo_intrinsics,
+    describe_model,
+    node_grasps,
+    node_parameters,
+    sent_depth,
+)
+from grasp_fcn_ros.node import DEFAULTS
 from grasp_fcn_ros.ros_conversions import grasps_to_array
 
 from scenes import box_on_plane, INTRINSICS
@@ -45,10 +53,23 @@ def test_node_details_become_the_grasps_that_were_projected():
 
 
 def test_sent_depth_is_what_the_node_decodes():
-    depth = np.array([[0.6504, np.nan], [1.2, 0.0]], np.float32)
+    depth = np.array([[0.6504, np.nan, np.inf], [1.2, 0.0, 70.0]], np.float32)
     np.testing.assert_array_equal(sent_depth(depth, '32FC1', 0.001), depth)
-    np.testing.assert_allclose(sent_depth(depth, '16UC1', 0.001), [[0.650, 0.0], [1.2, 0.0]],
-                               atol=1e-6)
+    # millimetres; NaN, +inf, 0 and depths beyond 65.535 m all become 0 (no depth)
+    np.testing.assert_array_equal(sent_depth(depth, '16UC1', 0.001),
+                                  np.float32([[650, 0, 0], [1200, 0, 0]]) * np.float32(0.001))
+
+
+def test_node_parameters_read_the_file_as_the_node_does(tmp_path):
+    params = tmp_path / 'params.yaml'
+    params.write_text('/**:\n  ros__parameters:\n    q_threshold: 0.4\n    max_grasps: 3\n'
+                      '/grasp_detector:\n  ros__parameters:\n    max_grasps: 7\n'
+                      '/other_node:\n  ros__parameters:\n    depth_radius: 9\n')
+    values = node_parameters(str(params), '/models/m.pt')
+    assert (values['q_threshold'], values['max_grasps']) == (0.4, 7)  # the node's own wins
+    assert values['depth_radius'] == DEFAULTS['depth_radius']  # another node's is ignored
+    assert values['model_path'] == '/models/m.pt'
+    assert set(values) == set(DEFAULTS)
 
 
 def test_describe_model_tells_trained_from_untrained(tmp_path):

@@ -1,7 +1,16 @@
+import cv2
 import numpy as np
 import pytest
 
-from grasp_fcn_ros.core.depth import decode_depth, DepthError, inpaint, invalid_mask, normalise
+from grasp_fcn_ros.core.depth import (
+    decode_depth,
+    DepthError,
+    encode_depth,
+    inpaint,
+    invalid_mask,
+    normalise,
+    read_depth_image,
+)
 
 
 def _encode(pixels, dtype, pad=0, bigendian=False):
@@ -68,14 +77,16 @@ def test_invalid_mask_flags_nan_inf_zero_negative_and_range():
     np.testing.assert_array_equal(invalid_mask(d, 0.1, 5.0), [1, 1, 1, 1, 1, 0, 1])
 
 
-def test_inpaint_fills_holes_from_neighbours():
-    d = np.full((40, 50), 0.8, np.float32)
-    d[10:14, 20:25] = np.nan
-    d[0, :] = 0.0
+def test_inpaint_continues_a_ramp_across_a_hole():
+    # depth rising 5 mm per column, 0.60 m to 0.895 m; a 10x20 px hole of NaN and zeros
+    ramp = np.tile((0.6 + 0.005 * np.arange(60)).astype(np.float32), (40, 1))
+    d = ramp.copy()
+    d[15:25, 20:40] = np.nan
+    d[18:22, 25:35] = 0.0
     mask = invalid_mask(d)
     filled = inpaint(d, mask)
-    assert np.all(np.isfinite(filled))
-    np.testing.assert_allclose(filled, 0.8, atol=1e-3)
+    # the hole spans 0.70..0.795 m: a fill with any one value would be 5 cm off somewhere
+    np.testing.assert_allclose(filled[mask], ramp[mask], atol=1e-3)
     np.testing.assert_array_equal(filled[~mask], d[~mask])
 
 
@@ -83,6 +94,46 @@ def test_inpaint_refuses_all_invalid():
     d = np.zeros((8, 8), np.float32)
     with pytest.raises(DepthError, match='no valid depth'):
         inpaint(d, invalid_mask(d))
+
+
+def test_encode_16uc1_has_one_rule_for_depths_it_cannot_hold():
+    depth = np.array([[0.6504, 1.2, 65.535, 65.536],
+                      [np.nan, np.inf, -np.inf, 0.0],
+                      [-0.5, 0.0004, 0.0005, 2e9]])
+    pixels = encode_depth(depth, '16UC1', 0.001)
+    assert pixels.dtype == np.dtype('<u2') and pixels.flags.c_contiguous
+    np.testing.assert_array_equal(pixels, [[650, 1200, 65535, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    # every 0 decodes to an invalid pixel, every other value to its depth
+    decoded = decode_depth(pixels.tobytes(), 3, 4, '16UC1', 8)
+    np.testing.assert_array_equal(invalid_mask(decoded),
+                                  [[0, 0, 0, 1], [1, 1, 1, 1], [1, 1, 1, 1]])
+    np.testing.assert_allclose(decoded[0, :3], [0.650, 1.2, 65.535], rtol=1e-7)
+
+
+def test_encode_32fc1_keeps_metres_and_special_values():
+    depth = np.array([[0.6504, np.nan, np.inf, 0.0]])
+    pixels = encode_depth(depth, '32FC1')
+    assert pixels.dtype == np.dtype('<f4')
+    np.testing.assert_array_equal(pixels, depth.astype(np.float32))
+    np.testing.assert_array_equal(decode_depth(pixels.tobytes(), 1, 4, '32FC1', 16), pixels)
+
+
+def test_encode_refuses_unknown_encodings_and_shapes():
+    with pytest.raises(DepthError, match='rgb8'):
+        encode_depth(np.ones((2, 2)), 'rgb8')
+    with pytest.raises(DepthError, match='2-D'):
+        encode_depth(np.ones(4), '16UC1')
+
+
+def test_read_depth_image_reads_float_tiff_metres(tmp_path):
+    depth = np.array([[0.65, np.nan], [0.0, 1.25]], np.float32)
+    path = str(tmp_path / 'pcd0001d.tiff')
+    assert cv2.imwrite(path, depth)
+    np.testing.assert_array_equal(read_depth_image(path), depth)
+    assert read_depth_image(path).dtype == np.float32
+    (tmp_path / 'broken.tiff').write_bytes(b'not an image')
+    with pytest.raises(ValueError, match='cannot read depth image'):
+        read_depth_image(str(tmp_path / 'broken.tiff'))
 
 
 def test_normalise_subtracts_mean_and_clips():

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from grasp_fcn_ros.core.geometry import CameraIntrinsics, CropTransform, GeometryError
+from grasp_fcn_ros.core.geometry import (
+    CameraIntrinsics,
+    CORNELL_INTRINSICS,
+    CropTransform,
+    GeometryError,
+    unit_quaternion,
+)
 
 
 def test_centred_crop_of_cornell_frame():
@@ -191,3 +197,13 @@ def test_unknown_distortion_model_with_non_zero_d_is_rejected():
 def test_unusable_p_is_rejected(p):
     with pytest.raises(GeometryError):
         CameraIntrinsics.from_calibration(K, [], '', p, 640, 480, rectified=True)
+
+
+def test_unit_quaternion_scales_and_picks_w_non_negative():
+    np.testing.assert_array_equal(unit_quaternion([0.0, 0.0, 3.0, 4.0]), [0.0, 0.0, 0.6, 0.8])
+    np.testing.assert_array_equal(unit_quaternion([0.0, 0.0, 3.0, -4.0]), [0.0, 0.0, -0.6, 0.8])
+    np.testing.assert_array_equal(unit_quaternion([-2.0, 0.0, 0.0, 0.0]), [-1.0, 0.0, 0.0, 0.0])
+
+
+def test_cornell_intrinsics_are_the_kinect_approximation():
+    assert CORNELL_INTRINSICS == CameraIntrinsics(585.0, 585.0, 320.0, 240.0, 640, 480)

@@ -62,6 +62,7 @@ def test_recalibration_sets_the_average_statistics_of_the_batches():
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2))
     model[1].running_mean.fill_(7.0)
+    model.eval()  # recalibration runs in train mode, and leaves the model there
     weights = [p.clone() for p in model.parameters()]
     batches = [torch.randn(2, 1, 4, 4) * s + m for s, m in ((1.0, 0.0), (2.0, 3.0), (0.5, -1.0))]
     assert recalibrate_batchnorm(model, iter(batches)) == 3
@@ -72,6 +73,7 @@ def test_recalibration_sets_the_average_statistics_of_the_batches():
     torch.testing.assert_close(model[1].running_mean, mean, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(model[1].running_var, var, rtol=1e-5, atol=1e-6)
     assert model[1].momentum == 0.1 and model.training
+    assert int(model[1].num_batches_tracked) == 3
     for before, after in zip(weights, model.parameters()):
         torch.testing.assert_close(before, after)
 

@@ -10,9 +10,10 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
 from grasp_fcn_ros.core.depth import DepthError
-from grasp_fcn_ros.core.geometry import GeometryError
+from grasp_fcn_ros.core.geometry import CameraIntrinsics, GeometryError
 from grasp_fcn_ros.core.projection import Grasp3D, quaternion_to_matrix
 from grasp_fcn_ros.ros_conversions import (
+    camera_info_from_intrinsics,
     cloud_to_array,
     depth_from_image,
     GRASP_FIELDS,
@@ -21,6 +22,7 @@ from grasp_fcn_ros.ros_conversions import (
     grasps_to_markers,
     grasps_to_pose_array,
     gripper_segments,
+    image_from_depth,
     image_from_float,
     image_from_rgb,
     ImageError,
@@ -131,6 +133,32 @@ def test_camera_info_of_a_raw_image_uses_k_and_d():
 
 
 # --- images out and colour in -----------------------------------------------------------------
+
+def test_camera_info_of_intrinsics_lays_out_k_p_r():
+    info = camera_info_from_intrinsics(CameraIntrinsics(585.0, 586.0, 321.5, 239.5, 640, 480),
+                                       HEADER)
+    assert isinstance(info, CameraInfo)
+    assert (info.width, info.height, info.distortion_model) == (640, 480, 'plumb_bob')
+    assert list(info.k) == [585.0, 0.0, 321.5, 0.0, 586.0, 239.5, 0.0, 0.0, 1.0]
+    assert list(info.p) == [585.0, 0.0, 321.5, 0.0, 0.0, 586.0, 239.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert list(info.r) == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    assert list(info.d) == [0.0] * 5
+    assert info.header == HEADER and info.header is not HEADER
+
+
+def test_depth_image_bytes_for_each_encoding():
+    depth = np.array([[0.65, np.nan], [1.0, 0.0]])
+    msg = image_from_depth(depth, HEADER, '16UC1')
+    assert (msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian) == (
+        '16UC1', 2, 2, 4, 0)
+    assert bytes(msg.data) == bytes([0x8A, 0x02, 0, 0, 0xE8, 0x03, 0, 0])  # 650, 0, 1000, 0 mm
+    assert msg.header == HEADER
+    msg = image_from_depth(depth, HEADER, '32FC1')
+    assert (msg.encoding, msg.step) == ('32FC1', 8)
+    np.testing.assert_array_equal(np.frombuffer(bytes(msg.data), '<f4').reshape(2, 2),
+                                  depth.astype(np.float32))
+    np.testing.assert_array_equal(depth_from_image(msg), depth.astype(np.float32))
+
 
 def test_float_image_round_trip():
     values = np.random.default_rng(1).random((5, 7)).astype(np.float32)

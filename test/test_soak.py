@@ -36,9 +36,9 @@ from grasp_fcn_ros.ros_conversions import cloud_to_array
 
 from ros_harness import (
     camera_info_msg,
+    client_fixture,
     depth_image_msg,
     NodeProcess,
-    RosClient,
     TEST_QOS,
     unique_domain_id,
 )
@@ -112,11 +112,7 @@ def rss_mib(process):
     return process.memory_info().rss / 2 ** 20
 
 
-@pytest.fixture(scope='module')
-def client():
-    ros = RosClient(DOMAIN_ID, 'grasp_fcn_soak_client')
-    yield ros
-    ros.close()
+client = client_fixture(DOMAIN_ID, 'grasp_fcn_soak_client')
 
 
 def test_soak_thousands_of_frames(client, random_model_path, tmp_path):
@@ -174,7 +170,8 @@ def soak(client, node, tmp_path):
     next_frame_at = start
     next_sample_at = start
     for i in range(FRAMES):
-        client.spin_until(next_frame_at)
+        client.wait_for(lambda: time.monotonic() >= next_frame_at,
+                        next_frame_at - time.monotonic(), period_s=0.01)
         now = time.monotonic()
         if now - next_frame_at > 0.5:  # the test itself was starved: do not burst to catch up
             next_frame_at = now
@@ -202,7 +199,7 @@ def soak(client, node, tmp_path):
     last = set(sent[-int(RATE_HZ * 2):])
     client.wait_for(lambda: any(stamp_key(m) in last for m, _ in answers['grasps'].received),
                     60.0)
-    client.spin(1.0)
+    client.wait_for(lambda: False, 1.0)  # answers still in flight arrive
     assert node.alive(), node.log()[-5000:]
     end_rss = rss_mib(process)
     samples.append((time.monotonic() - start, len(answers['grasps'].received), end_rss))

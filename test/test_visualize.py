@@ -15,6 +15,7 @@ from grasp_fcn_ros.core.projection import project_grasp
 from grasp_fcn_ros.training.dataset import find_samples
 from grasp_fcn_ros.training.evaluate import EvaluationResult, ImageResult
 from grasp_fcn_ros.visualize import (
+    _best_match,
     detection_to_json,
     save_detection_figure,
     save_evaluation_figures,
@@ -166,3 +167,19 @@ def test_visualize_leaves_matplotlib_global_state_alone(tmp_path, detection):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     _check_png(tmp_path / 's_correct.png', 300, 300)
+
+
+def test_closest_truth_follows_the_metric_with_the_callers_thresholds():
+    predicted = Grasp2D(100.0, 100.0, 0.0, 40.0)
+    turned = Grasp2D(100.0, 100.0, np.deg2rad(40.0), 40.0)  # IoU 0.55, 40 degrees off
+    shifted = Grasp2D(120.0, 100.0, 0.0, 40.0)  # IoU 400 / 1200, same angle
+    truths = [turned, shifted]
+    # 30 degrees: only the shifted rectangle is a match, though its IoU is smaller
+    iou, angle = _best_match(predicted, truths, 0.25, np.deg2rad(30.0))
+    assert (iou, angle) == (pytest.approx(1 / 3), pytest.approx(0.0, abs=1e-9))
+    # 50 degrees: both match, the larger IoU wins
+    iou, angle = _best_match(predicted, truths, 0.25, np.deg2rad(50.0))
+    assert (iou, angle) == (pytest.approx(0.552187, abs=1e-5), pytest.approx(40.0))
+    # IoU above 0.6: neither matches, the larger IoU is the closest
+    assert _best_match(predicted, truths, 0.6, np.deg2rad(30.0))[1] == pytest.approx(40.0)
+    assert _best_match(predicted, [], 0.25, np.deg2rad(30.0)) is None

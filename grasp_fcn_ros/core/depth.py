@@ -1,4 +1,5 @@
-"""Depth images: decoding raw image buffers, invalid masks, inpainting and normalisation."""
+"""Depth images: reading files, encoding and decoding raw image buffers, invalid masks,
+inpainting and normalisation."""
 
 import cv2
 import numpy as np
@@ -11,8 +12,64 @@ DEPTH_ENCODINGS = {
 }
 
 
+#: The value of a 16-bit depth pixel without depth (REP 118: 0 means "no measurement").
+INVALID_DEPTH_UNITS = 0
+
+
 class DepthError(ValueError):
     """Raised when a depth image cannot be decoded or holds no usable depth."""
+
+
+def _encoding_dtype(encoding):
+    """The pixel dtype of a depth encoding; :raises DepthError: for an unknown one."""
+    if encoding not in DEPTH_ENCODINGS:
+        raise DepthError(
+            f"unsupported depth encoding '{encoding}' (expected one of "
+            f"{', '.join(DEPTH_ENCODINGS)})")
+    return DEPTH_ENCODINGS[encoding]
+
+
+def read_depth_image(path):
+    """Read a single-channel depth image file (a Cornell ``d.tiff``) as float32 metres.
+
+    Pixel values are kept as they are (the files hold metres); 0 and NaN stay invalid.
+
+    :param path: image file, e.g. ``pcd0100d.tiff``.
+    :returns: float32 (H, W) depth in metres.
+    :raises ValueError: when the file cannot be read as a single-channel image.
+    """
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.ndim != 2:
+        raise ValueError(f'cannot read depth image {path}')
+    return image.astype(np.float32)
+
+
+def encode_depth(depth_m, encoding='16UC1', depth_scale=0.001):
+    """The pixels of a depth image in one of :data:`DEPTH_ENCODINGS`; :func:`decode_depth`
+    reads them back.
+
+    ``32FC1`` keeps float32 metres as they are (NaN and +-inf included). The 16-bit encodings
+    hold ``round(depth_m / depth_scale)`` units; a depth with no such value (NaN, +-inf,
+    0 or less, or more than 65535 units) becomes :data:`INVALID_DEPTH_UNITS`, never a clipped
+    depth.
+
+    :param depth_m: (H, W) depth in metres.
+    :param encoding: one of :data:`DEPTH_ENCODINGS`.
+    :param depth_scale: metres per unit for 16-bit encodings.
+    :returns: C-contiguous little-endian array (H, W): ``<u2`` or ``<f4``.
+    :raises DepthError: for an unknown encoding or an array that is not 2-D.
+    """
+    dtype = _encoding_dtype(encoding)
+    depth_m = np.asarray(depth_m)
+    if depth_m.ndim != 2:
+        raise DepthError(f'a depth image needs a 2-D array, got shape {depth_m.shape}')
+    dtype = dtype.newbyteorder('<')
+    if dtype.kind == 'f':
+        return np.ascontiguousarray(depth_m, dtype=dtype)
+    with np.errstate(invalid='ignore', over='ignore'):
+        units = np.round(depth_m.astype(np.float64) / float(depth_scale))
+        valid = np.isfinite(units) & (units > 0) & (units <= np.iinfo(np.uint16).max)
+    return np.ascontiguousarray(np.where(valid, units, INVALID_DEPTH_UNITS), dtype=dtype)
 
 
 def decode_depth(data, height, width, encoding, step, is_bigendian=False, depth_scale=0.001):
@@ -33,14 +90,11 @@ def decode_depth(data, height, width, encoding, step, is_bigendian=False, depth_
         value (0 or NaN), see :func:`invalid_mask`.
     :raises DepthError: for an unknown encoding or a buffer that does not match the geometry.
     """
-    if encoding not in DEPTH_ENCODINGS:
-        raise DepthError(
-            f"unsupported depth encoding '{encoding}' (expected one of "
-            f"{', '.join(DEPTH_ENCODINGS)})")
+    dtype = _encoding_dtype(encoding)
     height, width, step = int(height), int(width), int(step)
     if height <= 0 or width <= 0:
         raise DepthError(f'empty depth image ({width}x{height})')
-    dtype = DEPTH_ENCODINGS[encoding].newbyteorder('>' if is_bigendian else '<')
+    dtype = dtype.newbyteorder('>' if is_bigendian else '<')
     row_bytes = width * dtype.itemsize
     if step < row_bytes:
         raise DepthError(f'step {step} is smaller than width*{dtype.itemsize} = {row_bytes}')

@@ -362,3 +362,19 @@ def _flat(values, size, name):
     if values.size != size:
         raise GeometryError(f'{name} must have {size} elements, got {values.size}')
     return values
+
+
+#: The Kinect v1 approximation that the Cornell grasp frames (640x480) are used with:
+#: fx = fy = 585 px, principal point at the image centre (320, 240) px.
+CORNELL_INTRINSICS = CameraIntrinsics(585.0, 585.0, 320.0, 240.0, 640, 480)
+
+
+def unit_quaternion(quaternion):
+    """The unit quaternion (x, y, z, w) of the same rotation, with w >= 0.
+
+    :param quaternion: (4,) (x, y, z, w), any non-zero length.
+    :returns: float64 (4,) of unit length.
+    """
+    q = np.asarray(quaternion, dtype=np.float64)
+    q = q / np.linalg.norm(q)
+    return -q if q[3] < 0 else q

@@ -159,6 +159,23 @@ def save_checkpoint(path, model, extra=None):
     os.replace(tmp, path)
 
 
+def save_random_checkpoint(path, seed=0, extra=None):
+    """Write a checkpoint of the architecture with seeded random (untrained) weights.
+
+    The same seed gives the same weights; the caller's torch random state is left as it was.
+
+    :param path: file to write (the folder is created).
+    :param seed: torch seed of the initialisation.
+    :param extra: metadata added to ``{'trained': False}``.
+    :returns: ``path``.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = GraspFCN().eval()
+    save_checkpoint(path, model, {'trained': False, **(extra or {})})
+    return path
+
+
 def load_checkpoint(path, map_location='cpu'):
     """Read a checkpoint with ``weights_only=True``.
 

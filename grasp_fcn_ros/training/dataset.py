@@ -8,6 +8,8 @@ import re
 import cv2
 import numpy as np
 
+from ..core.color import read_color_image
+from ..core.depth import read_depth_image
 from ..core.geometry import CropTransform
 from ..core.grasp import Grasp2D
 from ..core.preprocess import (
@@ -45,27 +47,13 @@ class CornellSample:
     def load(self):
         """Read depth and rectangles (idempotent). Returns self."""
         if self.depth_m is None:
-            self.depth_m = load_depth(self.depth_path)
+            self.depth_m = read_depth_image(self.depth_path)
             self.grasps, self.skipped_rectangles = load_grasps(self.positive_path)
         return self
 
     def load_color(self):
         """The colour image as RGB uint8, or None when there is none."""
-        if not self.color_path:
-            return None
-        bgr = cv2.imread(self.color_path, cv2.IMREAD_COLOR)
-        return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def load_depth(path):
-    """Read a Cornell depth TIFF as float32 metres (0/NaN stay invalid).
-
-    :raises ValueError: when the file cannot be read as a single-channel image.
-    """
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None or image.ndim != 2:
-        raise ValueError(f'cannot read depth image {path}')
-    return image.astype(np.float32)
+        return read_color_image(self.color_path) if self.color_path else None
 
 
 def parse_rectangles(text):

@@ -8,6 +8,8 @@ from ..core.grasp import grasp_matches
 
 #: Jaccard thresholds of the paper's table.
 JACCARD_THRESHOLDS = (0.25, 0.30, 0.35, 0.40)
+#: Largest angle difference (modulo pi) between a correct grasp and its ground truth, radians.
+MAX_ANGLE_RAD = float(np.deg2rad(30.0))
 #: Top-N grasps reported.
 TOP_N = 5
 
@@ -39,7 +41,7 @@ class EvaluationResult:
     def table(self):
         """A plain-text table of the results."""
         lines = [f'images: {self.images}', '',
-                 'top-1 accuracy (angle < 30 deg, IoU > J)',
+                 f'top-1 accuracy (angle < {np.degrees(MAX_ANGLE_RAD):.0f} deg, IoU > J)',
                  '  J     accuracy']
         lines += [f'  {j:.2f}  {100 * a:6.2f} %' for j, a in self.accuracy.items()]
         lines += ['', 'top-N accuracy (J = 0.25)', '  N     accuracy']
@@ -76,9 +78,11 @@ def evaluate(detector, samples, progress=None):
         preds = detection.grasps_2d
         result = ImageResult(sample.name, preds)
         for j in JACCARD_THRESHOLDS:
-            result.correct_top1[j] = bool(preds) and grasp_matches(preds[0], sample.grasps, j)
-        result.correct_rank = [grasp_matches(p, sample.grasps, JACCARD_THRESHOLDS[0])
-                               for p in preds[:TOP_N]]
+            result.correct_top1[j] = bool(preds) and grasp_matches(preds[0], sample.grasps, j,
+                                                                      MAX_ANGLE_RAD)
+        result.correct_rank = [
+            grasp_matches(p, sample.grasps, JACCARD_THRESHOLDS[0], MAX_ANGLE_RAD)
+            for p in preds[:TOP_N]]
         per_image.append(result)
     n = len(per_image)
     accuracy = {j: float(np.mean([r.correct_top1[j] for r in per_image])) if n else 0.0

@@ -10,8 +10,11 @@ trains with plain BatchNorm and replaces the running averages (which over-weight
 batches) by the average over many training images before each evaluation and checkpoint.
 """
 
+import itertools
+
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 
 class BatchRenorm2d(nn.BatchNorm2d):
@@ -65,28 +68,27 @@ def set_renorm_limits(layers, step, warmup_steps, r_max=3.0, d_max=5.0):
 def recalibrate_batchnorm(model, batches):
     """Set every BatchNorm2d's running mean and variance to their average over ``batches``.
 
-    The model runs in train mode (batch statistics, no gradients) and is left in train mode;
-    weights are untouched. The running averages otherwise follow the last batches with
-    momentum 0.1, and with small batches they are a noisy estimate of what inference meets.
+    The statistics come from :func:`torch.optim.swa_utils.update_bn` (a cumulative average of
+    the per-batch mean and unbiased variance, batch statistics in train mode, no gradients);
+    the model is left in train mode and its weights are untouched. The running averages
+    otherwise follow the last batches with momentum 0.1, and with small batches they are a
+    noisy estimate of what inference meets.
 
     :param batches: iterable of input tensors (B, 1, S, S) already on the model's device.
     :returns: the number of batches seen (0 leaves the statistics as they were).
     """
-    layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(),
-              m.num_batches_tracked.clone()) for m in layers]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # cumulative average
-    model.train()
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return 0
     count = 0
-    for x in batches:
-        model(x)
-        count += 1
-    for layer, (momentum, mean, var, tracked) in zip(layers, saved):
-        layer.momentum = momentum
-        if count == 0:
-            layer.running_mean.copy_(mean)
-            layer.running_var.copy_(var)
-            layer.num_batches_tracked.copy_(tracked)
+
+    def counted():
+        nonlocal count
+        for x in itertools.chain([first], batches):
+            count += 1
+            yield x
+
+    update_bn(counted(), model)
+    model.train()
     return count

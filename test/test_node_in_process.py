@@ -1,0 +1,149 @@
+"""The grasp_detector node inside the test process: what needs a hand on its insides.
+
+A transform lookup is injected for ``output_frame`` (tf2_ros is not on PyPI), and the node's
+logger is replaced by one that counts warnings, so that throttling is measured message by
+message. The node and the test's publishers share one rclpy context.
+"""
+
+import time
+import types
+
+import numpy as np
+import pytest
+from rclpy.parameter import Parameter
+
+from grasp_fcn_ros import node as node_module
+from grasp_fcn_ros.node import GraspDetectorNode, WARN_THROTTLE_S
+from grasp_fcn_ros.ros_conversions import cloud_to_array
+
+from ros_harness import (
+    camera_info_msg,
+    client_fixture,
+    depth_image_msg,
+    DetectorTopics,
+    StampCounter,
+    unique_domain_id,
+)
+from scenes import box_on_plane, FakeLookup, INTRINSICS
+
+DOMAIN_ID = unique_domain_id(__name__)
+FRAME = 'camera_depth_optical_frame'
+BASE = 'base_link'
+#: The camera 1 m above the base origin and 0.5 m along its X, looking straight down: a half
+#: turn about X maps camera (x, y, z) to base (x + 0.5, -y, 1 - z).
+CAMERA_IN_BASE = (np.array([0.5, 0.0, 1.0]), np.array([1.0, 0.0, 0.0, 0.0]))
+WAIT_S = 60.0
+STAMPS = StampCounter(start_sec=70000)
+
+
+class CountingLogger:
+    """Stands in for the node's logger: keeps every warning and error."""
+
+    def __init__(self):
+        self.lines = []
+
+    def warning(self, text):
+        self.lines.append(('warning', text))
+
+    def error(self, text):
+        self.lines.append(('error', text))
+
+    def info(self, text):
+        pass
+
+    def count(self, words):
+        return sum(words in text for _, text in self.lines)
+
+
+client = client_fixture(DOMAIN_ID, 'grasp_fcn_in_process_client')
+
+
+@pytest.fixture(scope='module')
+def detector(client, random_model_path):
+    lookup = FakeLookup({(BASE, FRAME): CAMERA_IN_BASE})
+    node = GraspDetectorNode(
+        tf_lookup=lookup, context=client.context, parameter_overrides=[
+            Parameter('model_path', value=random_model_path), Parameter('device', value='cpu'),
+            Parameter('q_threshold', value=0.0), Parameter('output_frame', value=BASE)])
+    client.executor.add_node(node)
+    topics = DetectorTopics(client)
+    assert client.wait_for(topics.ready, WAIT_S)
+    topics.node, topics.lookup = node, lookup
+    yield topics
+    client.executor.remove_node(node)
+    node.destroy_node()
+
+
+def good_frame():
+    stamp = STAMPS.next()
+    return (depth_image_msg(box_on_plane(dtype=np.uint16), '16UC1', stamp, FRAME),
+            camera_info_msg(INTRINSICS.fx, INTRINSICS.fy, INTRINSICS.cx, INTRINSICS.cy,
+                            INTRINSICS.width, INTRINSICS.height, stamp, FRAME))
+
+
+def test_grasps_are_published_in_the_output_frame(detector):
+    depth, info = good_frame()
+    out = detector.serve(depth, info, WAIT_S)
+    assert detector.lookup.calls[-1] == (BASE, FRAME, depth.header.stamp)
+    (poses,), (cloud,), (markers,) = out['grasps'], out['grasp_details'], out['markers']
+    assert poses.header.frame_id == cloud.header.frame_id == BASE
+    assert all(m.header.frame_id == BASE for m in markers.markers)
+    points = cloud_to_array(cloud)
+    assert len(points) == len(poses.poses) >= 1
+    for pose, p in zip(poses.poses, points):
+        # the camera-frame point of pixel (u, v) on the box top (0.65 m) or the table (0.70 m)
+        z_camera = 1.0 - pose.position.z
+        assert min(abs(z_camera - 0.65), abs(z_camera - 0.70)) < 1e-4, z_camera
+        x_camera = (p['u'] - 320.0) * z_camera / 585.0
+        y_camera = (p['v'] - 240.0) * z_camera / 585.0
+        np.testing.assert_allclose(
+            [pose.position.x, pose.position.y], [x_camera + 0.5, -y_camera], atol=1e-5)
+        np.testing.assert_allclose([p['x'], p['y'], p['z']],
+                                   [pose.position.x, pose.position.y, pose.position.z],
+                                   atol=1e-6)
+        # the approach (+Z of the grasp) runs along the camera ray, turned into the base frame
+        ray = np.array([x_camera, y_camera, z_camera]) / np.linalg.norm(
+            [x_camera, y_camera, z_camera])
+        q = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z])
+        w = pose.orientation.w
+        approach = 2 * w * np.cross(q, [0, 0, 1]) + 2 * np.cross(q, np.cross(q, [0, 0, 1]))
+        approach[2] += 1.0
+        np.testing.assert_allclose(approach, [ray[0], -ray[1], -ray[2]], atol=1e-5)
+    best = out['best_grasp']
+    if best:
+        assert best[0].header.frame_id == BASE and best[0].pose == poses.poses[0]
+
+
+def _bad_frame():
+    stamp = STAMPS.next()
+    depth = np.zeros((480, 640), np.uint16)
+    return depth_image_msg(depth, '16UC1', stamp, FRAME), camera_info_msg(
+        585.0, 585.0, 320.0, 240.0, 640, 480, stamp, FRAME)
+
+
+def test_a_repeated_problem_is_logged_once_per_throttle_period(detector, monkeypatch):
+    node = detector.node
+    logger = CountingLogger()
+    monkeypatch.setattr(node, 'get_logger', lambda: logger)
+    now = [1000.0]  # the node's clock, seconds
+    monkeypatch.setattr(node_module, 'time', types.SimpleNamespace(
+        monotonic=lambda: now[0], perf_counter=time.perf_counter))
+    text = 'no valid depth inside the crop'
+
+    def process(msg, info):
+        node._on_camera_info(info)
+        node._process(msg, time.perf_counter())
+
+    for _ in range(5):  # five bad frames within one throttle period: one warning
+        process(*_bad_frame())
+        now[0] += WARN_THROTTLE_S / 10
+    assert logger.count(text) == 1, logger.lines
+    now[0] += WARN_THROTTLE_S  # the period is over: the next one is logged again
+    process(*_bad_frame())
+    assert logger.count(text) == 2, logger.lines
+    process(*_bad_frame())
+    assert logger.count(text) == 2, logger.lines
+    process(*good_frame())  # a good frame ends the problem: its next occurrence is news
+    process(*_bad_frame())
+    assert logger.count(text) == 3, logger.lines
+    assert all(level == 'warning' for level, _ in logger.lines)
