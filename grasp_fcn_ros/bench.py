@@ -43,17 +43,23 @@ def default_frames_dir():
     return os.path.join(share_directory(), 'demo', 'frames')
 
 
-def load_frames(folder, limit):
-    """Read up to ``limit`` Cornell depth images (``*d.tiff``, float32 metres) from a folder.
+def load_frames(folder, limit, depth_scale=0.001):
+    """Read up to ``limit`` depth images from a folder: Cornell ``*d.tiff`` (float metres) or
+    any other of :data:`~grasp_fcn_ros.training.dataset.DEPTH_SUFFIXES` (``*d.png`` in units of
+    ``depth_scale`` metres, ``*d.npy``).
 
     :raises FileNotFoundError: when the folder holds none.
     """
     from .core.depth import read_depth_image
+    from .training.dataset import DEPTH_SUFFIXES
 
-    paths = sorted(glob.glob(os.path.join(folder, '**', '*d.tiff'), recursive=True))
+    paths = sorted({path for suffix in DEPTH_SUFFIXES
+                    for path in glob.glob(os.path.join(folder, '**', f'*{suffix}'),
+                                          recursive=True)})
     if not paths:
-        raise FileNotFoundError(f'no depth frames (*d.tiff) under {folder}')
-    return [read_depth_image(path) for path in paths[:max(int(limit), 1)]]
+        raise FileNotFoundError(f'no depth frames (*{", *".join(DEPTH_SUFFIXES)}) under '
+                                f'{folder}')
+    return [read_depth_image(path, depth_scale) for path in paths[:max(int(limit), 1)]]
 
 
 #: Depth step between neighbouring pixels, metres, above which ``--holes edges`` marks both
@@ -401,7 +407,7 @@ def run_bench(args):
     if args.frames < 1 or args.warmup < 0:
         raise ValueError('--frames must be >= 1 and --warmup >= 0')
     folder = args.dataset or default_frames_dir()
-    frames = load_frames(folder, args.frames + args.warmup)
+    frames = load_frames(folder, args.frames + args.warmup, getattr(args, 'depth_scale', 0.001))
     invalid = [0.0] * len(frames)
     if args.holes == 'edges':
         frames, invalid = zip(*(edge_holes(depth) for depth in frames))

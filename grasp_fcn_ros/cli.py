@@ -52,7 +52,7 @@ def cmd_detect(args):
     from .visualize import detection_to_json, save_detection_figure
 
     detector = _detector(args)
-    depth_m = read_depth_image(args.image)
+    depth_m = read_depth_image(args.image, args.depth_scale)
     color = read_color_image(args.color) if args.color else None
     k = [float(v) for v in args.intrinsics.split(',')]
     intrinsics = CameraIntrinsics(k[0], k[1], k[2], k[3], depth_m.shape[1], depth_m.shape[0])
@@ -81,7 +81,8 @@ def _train_config(args):
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        device=args.device, folds=args.folds, fold=args.fold, split=args.split,
                        object_map=args.object_map, augment=augment,
-                       lr_schedule=args.lr_schedule, batch_renorm=args.batch_renorm)
+                       lr_schedule=args.lr_schedule, batch_renorm=args.batch_renorm,
+                       depth_scale=args.depth_scale)
 
 
 def cmd_train(args):
@@ -101,7 +102,7 @@ def cmd_eval(args):
     from .training.evaluate import evaluate
     from .training.train import split_samples, TrainConfig
 
-    samples, skipped = find_samples(args.dataset, args.object_map)
+    samples, skipped = find_samples(args.dataset, args.object_map, args.depth_scale)
     if args.folds:
         # the held-out images of one cross-validation fold, split as `train` splits them
         if args.folds < 2 or not 0 <= args.fold < args.folds:
@@ -144,12 +145,20 @@ def cmd_export(args):
     return 0
 
 
+def _add_depth_scale(parser):
+    parser.add_argument('--depth-scale', type=float, default=0.001,
+                        help='metres per unit of 16-bit depth files (default 0.001: '
+                        'millimetres); float TIFF / .npy files hold metres')
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog='grasp-fcn', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
 
-    p = sub.add_parser('detect', help='detect grasps in one depth image (TIFF, metres)')
+    p = sub.add_parser('detect', help='detect grasps in one depth image (16-bit PNG/TIFF in '
+                       'units of --depth-scale, float TIFF in metres, or .npy)')
     p.add_argument('image')
+    _add_depth_scale(p)
     p.add_argument('--color', help='colour image to draw the grasps on')
     p.add_argument('--intrinsics', default=','.join(
         f'{v:g}' for v in (CORNELL_INTRINSICS.fx, CORNELL_INTRINSICS.fy, CORNELL_INTRINSICS.cx,
@@ -179,6 +188,7 @@ def build_parser():
                    help='train BatchNorm layers with Batch Renormalization (default: plain '
                    'BatchNorm, running statistics recalibrated on training images)')
     p.add_argument('--resume', action='store_true', help='continue from <output>/last.pt')
+    _add_depth_scale(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('eval', help='rectangle-metric accuracy on a Cornell-layout dataset')
@@ -193,6 +203,7 @@ def build_parser():
     p.add_argument('--split', choices=('image', 'object'), default='image')
     p.add_argument('--seed', type=int, default=0, help='the training seed (it seeds the split)')
     p.add_argument('--object-map', help='file of "image object" lines for object-wise splits')
+    _add_depth_scale(p)
     _add_model_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -212,6 +223,7 @@ def build_parser():
     p.add_argument('--transport', choices=('shm', 'default'), default='shm',
                    help='--ros: Fast DDS over large shared-memory segments only (shm), or '
                    "the RMW's default transport")
+    _add_depth_scale(p)
     _add_model_args(p, backend=False)
     p.set_defaults(func=cmd_bench)
 

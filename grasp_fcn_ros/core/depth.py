@@ -1,6 +1,8 @@
 """Depth images: reading files, encoding and decoding raw image buffers, invalid masks,
 inpainting and normalisation."""
 
+import os
+
 import cv2
 import numpy as np
 
@@ -29,19 +31,49 @@ def _encoding_dtype(encoding):
     return DEPTH_ENCODINGS[encoding]
 
 
-def read_depth_image(path):
-    """Read a single-channel depth image file (a Cornell ``d.tiff``) as float32 metres.
+#: File name endings :func:`read_depth_image` reads.
+DEPTH_FILE_TYPES = ('.tiff', '.tif', '.png', '.pgm', '.npy')
 
-    Pixel values are kept as they are (the files hold metres); 0 and NaN stay invalid.
 
-    :param path: image file, e.g. ``pcd0100d.tiff``.
+def read_depth_image(path, depth_scale=0.001):
+    """Read a depth image file as float32 metres.
+
+    - 16-bit PNG / TIFF / PGM (and integer ``.npy``): integer units that ``depth_scale`` turns
+      into metres (0.001 for the usual millimetres of RealSense, TUM or GraspNet files);
+    - float TIFF (a Cornell ``d.tiff``) and float ``.npy``: metres as they are.
+
+    0 and NaN stay invalid (see :func:`invalid_mask`).
+
+    :param path: the file.
+    :param depth_scale: metres per unit of integer images.
     :returns: float32 (H, W) depth in metres.
-    :raises ValueError: when the file cannot be read as a single-channel image.
+    :raises DepthError: naming the file and what was expected, for any other file type, an
+        unreadable file, more than one channel or 8-bit pixels.
     """
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None or image.ndim != 2:
-        raise ValueError(f'cannot read depth image {path}')
-    return image.astype(np.float32)
+    path = str(path)
+    kind = os.path.splitext(path)[1].lower()
+    expected = ('expected a single-channel depth image: 16-bit PNG/TIFF/PGM in units of '
+                'depth_scale, float TIFF in metres, or .npy')
+    if kind not in DEPTH_FILE_TYPES:
+        raise DepthError(f'cannot read depth image {path}: unknown file type '
+                         f"'{kind or '(none)'}'; {expected}")
+    if kind == '.npy':
+        try:
+            image = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DepthError(f'cannot read depth image {path}: {exc}') from exc
+    else:
+        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise DepthError(f'cannot read depth image {path}: missing or not a valid '
+                             f'{kind[1:].upper()} file')
+    if image.ndim != 2:
+        raise DepthError(f'cannot read depth image {path}: shape {image.shape}; {expected}')
+    if image.dtype.kind == 'f':
+        return image.astype(np.float32)
+    if image.dtype.kind in 'ui' and image.dtype.itemsize >= 2:
+        return image.astype(np.float32) * np.float32(depth_scale)
+    raise DepthError(f'cannot read depth image {path}: {image.dtype} pixels; {expected}')
 
 
 def encode_depth(depth_m, encoding='16UC1', depth_scale=0.001):

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from ..core.color import read_color_image
-from ..core.depth import read_depth_image
+from ..core.depth import DEPTH_FILE_TYPES, read_depth_image
 from ..core.geometry import CropTransform
 from ..core.grasp import Grasp2D
 from ..core.preprocess import (
@@ -22,7 +22,10 @@ from ..core.preprocess import (
 #: Fraction of a rectangle's opening, around its centre, that is marked Q = 1.
 GT_CENTRE_FRACTION = 1.0 / 3.0
 
-_DEPTH_SUFFIX = 'd.tiff'
+#: Depth file name endings of a sample, in order of preference: ``<stem>d.tiff`` (Cornell's
+#: float metres) or a 16-bit / float image of the same stem (see
+#: :func:`~grasp_fcn_ros.core.depth.read_depth_image`).
+DEPTH_SUFFIXES = tuple('d' + kind for kind in DEPTH_FILE_TYPES)
 
 
 @dataclass
@@ -30,9 +33,10 @@ class CornellSample:
     """One Cornell image: its files and, once loaded, its depth and positive grasps.
 
     :param name: the sample's stem, e.g. ``pcd0100``.
-    :param depth_path: ``<stem>d.tiff`` (float32 metres).
+    :param depth_path: ``<stem>d.tiff`` (float32 metres), or another of :data:`DEPTH_SUFFIXES`.
     :param color_path: ``<stem>r.png`` or None.
     :param positive_path: ``<stem>cpos.txt``.
+    :param depth_scale: metres per unit of an integer depth file.
     """
 
     name: str
@@ -43,11 +47,12 @@ class CornellSample:
     depth_m: np.ndarray = None
     grasps: list = None
     skipped_rectangles: int = 0
+    depth_scale: float = 0.001
 
     def load(self):
         """Read depth and rectangles (idempotent). Returns self."""
         if self.depth_m is None:
-            self.depth_m = read_depth_image(self.depth_path)
+            self.depth_m = read_depth_image(self.depth_path, self.depth_scale)
             self.grasps, self.skipped_rectangles = load_grasps(self.positive_path)
         return self
 
@@ -116,22 +121,27 @@ def load_object_map(path):
     return mapping
 
 
-def find_samples(root, object_map=None):
+def find_samples(root, object_map=None, depth_scale=0.001):
     """Find Cornell samples under ``root`` (the dataset root, one of its folders, or a flat
     folder), sorted by name.
 
-    Samples without a depth or positive-rectangle file are skipped.
+    A sample is ``<stem>cpos.txt`` with a depth file ``<stem>d.tiff`` (or ``d.png``, ``d.npy``:
+    :data:`DEPTH_SUFFIXES`, the first found); samples without a depth or positive-rectangle
+    file are skipped.
+
+    :param depth_scale: metres per unit of integer depth files.
 
     :returns: ``(samples, skipped)``: :class:`CornellSample` list and the count skipped.
     """
     if not os.path.isdir(root):
         raise FileNotFoundError(f'dataset folder not found: {root}')
     objects = load_object_map(object_map) if object_map else {}
-    depth_files = sorted(glob.glob(os.path.join(root, '**', f'*{_DEPTH_SUFFIX}'),
-                                   recursive=True))
+    depth_files = {}
+    for suffix in reversed(DEPTH_SUFFIXES):  # the preferred suffix is written last
+        for path in glob.glob(os.path.join(root, '**', f'*{suffix}'), recursive=True):
+            depth_files[path[:-len(suffix)]] = path
     samples, skipped = [], 0
-    for depth_path in depth_files:
-        stem = depth_path[:-len(_DEPTH_SUFFIX)]
+    for stem, depth_path in sorted(depth_files.items()):
         positive = stem + 'cpos.txt'
         if not os.path.isfile(positive):
             skipped += 1
@@ -141,7 +151,7 @@ def find_samples(root, object_map=None):
         digits = re.sub(r'\D', '', name)
         object_id = objects.get(int(digits)) if digits and objects else None
         samples.append(CornellSample(name, depth_path, color if os.path.isfile(color) else None,
-                                     positive, object_id))
+                                     positive, object_id, depth_scale=depth_scale))
     samples.sort(key=lambda s: s.name)
     return samples, skipped
 

@@ -53,6 +53,7 @@ class TrainConfig:
     :param split: ``image`` or ``object``.
     :param object_map: optional image -> object file for object-wise splits.
     :param crop_size_px: source crop side, as the detector's ``crop_size_px``.
+    :param depth_scale: metres per unit of integer depth files.
     :param min_depth_m: nearest usable depth, metres, as the detector's ``min_depth_m``.
     :param max_depth_m: farthest usable depth, metres, as the detector's ``max_depth_m``.
     :param channels_last: train in the channels-last memory format (faster on CPUs).
@@ -80,6 +81,7 @@ class TrainConfig:
     split: str = 'image'
     object_map: str = None
     crop_size_px: int = 400
+    depth_scale: float = 0.001
     min_depth_m: float = DEFAULT_MIN_DEPTH_M
     max_depth_m: float = DEFAULT_MAX_DEPTH_M
     channels_last: bool = True
@@ -184,7 +186,7 @@ def train(config, resume=False, progress=None, log=print):
     os.makedirs(config.output_dir, exist_ok=True)
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    samples, skipped = find_samples(config.dataset, config.object_map)
+    samples, skipped = find_samples(config.dataset, config.object_map, config.depth_scale)
     if not samples:
         raise FileNotFoundError(f'no Cornell samples under {config.dataset}')
     for s in samples:
@@ -287,7 +289,7 @@ def cross_validate(config, resume=False, progress=None, log=print):
         raise ValueError('cross-validation needs folds >= 2')
     root = config.output_dir
     device = resolve_device(config.device)
-    samples, _ = find_samples(config.dataset, config.object_map)
+    samples, _ = find_samples(config.dataset, config.object_map, config.depth_scale)
     samples = [s for s in samples if s.load().grasps]
     folds = []
     for k in range(config.folds):
