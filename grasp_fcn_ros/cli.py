@@ -6,6 +6,7 @@ import os
 import sys
 
 from .core.geometry import CORNELL_INTRINSICS
+from .core.scale import SCALE_MODES, SCENE_DEPTH_STATISTICS
 from .resources import default_model_path
 
 
@@ -16,12 +17,15 @@ def _progress():
 
 def detector_config(args):
     """The core :class:`~grasp_fcn_ros.core.detector.DetectorConfig` of the detector options
-    (``--crop-size``, ``--q-threshold``, ``--max-grasps``)."""
+    (``--crop-size``, ``--q-threshold``, ``--max-grasps``, ``--scale-mode``, ``--scene-depth``).
+    """
     from .core.detector import DetectorConfig
     from .core.postprocess import PostprocessConfig
 
     post = PostprocessConfig(q_threshold=args.q_threshold, max_grasps=args.max_grasps)
-    return DetectorConfig(crop_size_px=args.crop_size, postprocess=post)
+    return DetectorConfig(crop_size_px=args.crop_size, postprocess=post,
+                          scale_mode=getattr(args, 'scale_mode', 'metric'),
+                          scene_depth_statistic=getattr(args, 'scene_depth', 'median'))
 
 
 def _detector(args):
@@ -40,7 +44,14 @@ def _add_model_args(parser, backend=True):
         from .core.backends import BACKENDS
         parser.add_argument('--backend', default='torch', choices=BACKENDS)
     parser.add_argument('--crop-size', type=int, default=400,
-                        help='square crop side in source pixels (0 = largest)')
+                        help='square crop side in source pixels (0 = largest) of --scale-mode '
+                        'pixels, and of metric mode when the model records no scale')
+    parser.add_argument('--scale-mode', choices=SCALE_MODES, default='metric',
+                        help='metric: the crop follows the focal length and the scene depth so '
+                        'objects reach the network at its trained scale; pixels: --crop-size')
+    parser.add_argument('--scene-depth', choices=tuple(SCENE_DEPTH_STATISTICS),
+                        default='median', help='scene depth of metric mode: a statistic of the '
+                        'valid depth in the crop')
     parser.add_argument('--q-threshold', type=float, default=0.2)
     parser.add_argument('--max-grasps', type=int, default=5)
 
@@ -48,14 +59,12 @@ def _add_model_args(parser, backend=True):
 def cmd_detect(args):
     from .core.color import read_color_image
     from .core.depth import read_depth_image
-    from .core.geometry import CameraIntrinsics
     from .visualize import detection_to_json, save_detection_figure
 
     detector = _detector(args)
     depth_m = read_depth_image(args.image, args.depth_scale)
     color = read_color_image(args.color) if args.color else None
-    k = [float(v) for v in args.intrinsics.split(',')]
-    intrinsics = CameraIntrinsics(k[0], k[1], k[2], k[3], depth_m.shape[1], depth_m.shape[0])
+    intrinsics = parse_intrinsics(args.intrinsics, depth_m.shape[1], depth_m.shape[0])
     detection = detector.detect(depth_m, intrinsics)
     out = args.output or os.path.splitext(os.path.basename(args.image))[0] + '_grasps'
     save_detection_figure(out + '.png', depth_m, detection, color,
@@ -77,12 +86,14 @@ def _train_config(args):
     from .training.train import TrainConfig
 
     augment = None if args.no_augment else AugmentConfig()
+    camera = parse_intrinsics(args.intrinsics)
     return TrainConfig(dataset=args.dataset, output_dir=args.output, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        device=args.device, folds=args.folds, fold=args.fold, split=args.split,
                        object_map=args.object_map, augment=augment,
                        lr_schedule=args.lr_schedule, batch_renorm=args.batch_renorm,
-                       depth_scale=args.depth_scale)
+                       depth_scale=args.depth_scale,
+                       intrinsics=(camera.fx, camera.fy, camera.cx, camera.cy))
 
 
 def cmd_train(args):
@@ -117,7 +128,10 @@ def cmd_eval(args):
     if args.limit:
         samples = samples[:args.limit]
     detector = _detector(args)
-    result = evaluate(detector, samples, progress=_progress())
+    intrinsics = parse_intrinsics(args.intrinsics)
+    if args.zoom:
+        return _scale_study(args, detector, samples, intrinsics)
+    result = evaluate(detector, samples, progress=_progress(), intrinsics=intrinsics)
     print(f'model: {args.model}')
     print(result.table())
     if skipped:
@@ -133,6 +147,27 @@ def cmd_eval(args):
     return 0
 
 
+def _scale_study(args, detector, samples, intrinsics):
+    from .training.evaluate import scale_study, scale_table
+
+    if detector.metres_per_pixel <= 0:
+        raise ValueError(f'{args.model} records no training scale; metric mode needs one '
+                         '(train it again with this version)')
+    zooms = [float(v) for v in args.zoom.split(',')]
+    rows = scale_study(detector, [s for s in samples if s.load().grasps], intrinsics, zooms)
+    print(f'model: {args.model} ({1e3 * detector.metres_per_pixel:.3f} mm per network pixel)')
+    print(scale_table(rows))
+    if args.json:
+        with open(args.json, 'w') as stream:
+            json.dump(rows, stream, indent=2, default=str)
+        print(f'wrote {args.json}')
+    if args.plot:
+        from .visualize import save_scale_plot
+        save_scale_plot(args.plot, rows)
+        print(f'wrote {args.plot}')
+    return 0
+
+
 def cmd_bench(args):
     from .bench import run_bench
     return run_bench(args)
@@ -143,6 +178,25 @@ def cmd_export(args):
     path = export_model(args.model, args.format, args.output)
     print(f'wrote {path}')
     return 0
+
+
+def _add_intrinsics(parser):
+    parser.add_argument('--intrinsics', default=','.join(
+        f'{v:g}' for v in (CORNELL_INTRINSICS.fx, CORNELL_INTRINSICS.fy, CORNELL_INTRINSICS.cx,
+                           CORNELL_INTRINSICS.cy)),
+        help="fx,fy,cx,cy of the depth images in pixels (default: the Cornell frames' Kinect "
+        'approximation)')
+
+
+def parse_intrinsics(text, width=0, height=0):
+    """``fx,fy,cx,cy`` (pixels) as a :class:`~grasp_fcn_ros.core.geometry.CameraIntrinsics`."""
+    from .core.geometry import CameraIntrinsics
+
+    try:
+        fx, fy, cx, cy = (float(v) for v in text.split(','))
+    except ValueError:
+        raise ValueError(f"--intrinsics must be 'fx,fy,cx,cy' in pixels, got '{text}'") from None
+    return CameraIntrinsics(fx, fy, cx, cy, int(width), int(height))
 
 
 def _add_depth_scale(parser):
@@ -160,10 +214,7 @@ def build_parser():
     p.add_argument('image')
     _add_depth_scale(p)
     p.add_argument('--color', help='colour image to draw the grasps on')
-    p.add_argument('--intrinsics', default=','.join(
-        f'{v:g}' for v in (CORNELL_INTRINSICS.fx, CORNELL_INTRINSICS.fy, CORNELL_INTRINSICS.cx,
-                           CORNELL_INTRINSICS.cy)),
-        help="fx,fy,cx,cy in pixels (default: the Cornell frames' Kinect approximation)")
+    _add_intrinsics(p)
     p.add_argument('--output', help='output path without extension')
     _add_model_args(p)
     p.set_defaults(func=cmd_detect)
@@ -189,6 +240,7 @@ def build_parser():
                    'BatchNorm, running statistics recalibrated on training images)')
     p.add_argument('--resume', action='store_true', help='continue from <output>/last.pt')
     _add_depth_scale(p)
+    _add_intrinsics(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('eval', help='rectangle-metric accuracy on a Cornell-layout dataset')
@@ -203,7 +255,12 @@ def build_parser():
     p.add_argument('--split', choices=('image', 'object'), default='image')
     p.add_argument('--seed', type=int, default=0, help='the training seed (it seeds the split)')
     p.add_argument('--object-map', help='file of "image object" lines for object-wise splits')
+    p.add_argument('--zoom', help='comma list of zoom factors: score the images as a camera '
+                   'with that many times the focal length sees them (objects larger, as from '
+                   'nearer), with the metric and the fixed pixel crop, and print the table')
+    p.add_argument('--plot', help='with --zoom: write accuracy against distance as a PNG')
     _add_depth_scale(p)
+    _add_intrinsics(p)
     _add_model_args(p)
     p.set_defaults(func=cmd_eval)
 

@@ -316,3 +316,22 @@ def save_evaluation_figures(folder, samples, result, limit=12, jaccard=FIGURE_JA
                                sample, image_result, correct, jaccard, max_angle_rad)
             written += 1
     return written
+
+
+def save_scale_plot(path, rows):
+    """Top-1 accuracy at Jaccard 0.25 against apparent camera distance, one line per scale
+    mode, from :func:`~grasp_fcn_ros.training.evaluate.scale_study` rows."""
+    figure = _figure(6, 3.6)
+    ax = figure.add_subplot()
+    labels = {'pixels': 'fixed pixel crop', 'metric': 'metric crop'}
+    for mode, style in (('pixels', 'o--'), ('metric', 's-')):
+        points = sorted((r['distance_m'], 100 * r['accuracy'][0.25])
+                        for r in rows if r['mode'] == mode)
+        if points:
+            ax.plot(*zip(*points), style, label=labels[mode])
+    ax.set_xlabel('apparent camera distance (m)')
+    ax.set_ylabel('top-1 accuracy at J 0.25 (%)')
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(figure, path)

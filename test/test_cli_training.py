@@ -6,6 +6,7 @@ import os
 import pytest
 
 from grasp_fcn_ros.cli import main
+from grasp_fcn_ros.core.model import load_model
 
 from synthetic_cornell import write_dataset
 
@@ -24,6 +25,34 @@ def trained(tmp_path_factory):
 def test_train_writes_checkpoints_and_log(trained):
     _, run = trained
     assert {'best.pt', 'last.pt', 'log.csv', 'summary.json'} <= set(os.listdir(run))
+
+
+def test_train_records_the_scale_of_its_data(trained):
+    # the generated frames: a table at 0.70 m (most of every crop) seen with fx = 585 px in a
+    # 400 px crop of a 400 px network input
+    _, run = trained
+    model, _ = load_model(os.path.join(run, 'best.pt'))
+    assert model.config.metres_per_pixel == pytest.approx(0.70 / 585.0, rel=1e-6)
+
+
+def test_eval_zoom_compares_metric_and_pixel_crops(trained, tmp_path, capsys):
+    dataset, run = trained
+    plot = str(tmp_path / 'scale.png')
+    out = str(tmp_path / 'scale.json')
+    assert main(['eval', '--dataset', dataset, '--model', os.path.join(run, 'best.pt'),
+                 '--device', 'cpu', '--zoom', '0.9,1.5', '--plot', plot, '--json', out]) == 0
+    with open(out) as stream:
+        rows = json.load(stream)
+    assert [(r['zoom'], r['mode']) for r in rows] == [
+        (0.9, 'pixels'), (0.9, 'metric'), (1.5, 'pixels'), (1.5, 'metric')]
+    # the metric crop grows with the zoom (1.5 x 400 px at zoom 1.5); the pixel crop does not
+    # (clamped to the 432 px high image at zoom 0.9)
+    crops = {(r['zoom'], r['mode']): r['crop_px'] for r in rows}
+    assert crops[(1.5, 'pixels')] == 400 and crops[(0.9, 'pixels')] == 400
+    assert crops[(1.5, 'metric')] == pytest.approx(600, abs=2)
+    assert crops[(0.9, 'metric')] == pytest.approx(360, abs=2)
+    assert os.path.getsize(plot) > 0
+    assert 'metric' in capsys.readouterr().out
 
 
 def test_eval_prints_the_table_and_writes_json_and_figures(trained, tmp_path, capsys):

@@ -13,6 +13,7 @@ from .geometry import CropTransform
 from .postprocess import detect_grasps, maps_from_output, PostprocessConfig
 from .preprocess import DEFAULT_MAX_DEPTH_M, DEFAULT_MIN_DEPTH_M, prepare_input
 from .projection import project_grasp
+from .scale import metric_crop, SCALE_MODES
 
 
 @dataclass(frozen=True)
@@ -20,13 +21,21 @@ class DetectorConfig:
     """Settings of the detector (the node's parameters map onto these one to one).
 
     :param crop_size_px: side of the square window cut from the source image, source pixels
-        (0 = the largest centred square); resized to the network's input size.
+        (0 = the largest centred square); resized to the network's input size. Used in
+        ``pixels`` scale mode, and in ``metric`` mode when the model or the frame cannot give a
+        scale.
     :param crop_offset_x_px: shift of the window centre to the right, source pixels.
     :param crop_offset_y_px: shift of the window centre downwards, source pixels.
     :param min_depth_m: nearest valid depth, metres.
     :param max_depth_m: farthest valid depth, metres.
     :param depth_radius_px: half side of the window for the grasp centre's depth, pixels.
     :param postprocess: peak extraction settings.
+    :param scale_mode: ``metric``: the crop side follows the focal length and the scene depth
+        so that objects reach the network at the scale of its training data (see
+        :mod:`~grasp_fcn_ros.core.scale`; needs intrinsics and a model that records its
+        scale); ``pixels``: ``crop_size_px``.
+    :param scene_depth_statistic: the scene depth of metric mode, ``median`` or
+        ``lower_quartile`` of the valid depth in the window.
     """
 
     crop_size_px: int = 400
@@ -36,6 +45,13 @@ class DetectorConfig:
     max_depth_m: float = DEFAULT_MAX_DEPTH_M
     depth_radius_px: int = 2
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    scale_mode: str = 'metric'
+    scene_depth_statistic: str = 'median'
+
+    def __post_init__(self):
+        if self.scale_mode not in SCALE_MODES:
+            raise ValueError(f"scale_mode must be one of {', '.join(SCALE_MODES)}, got "
+                             f"'{self.scale_mode}'")
 
 
 @dataclass
@@ -48,6 +64,9 @@ class Detection:
     :param transform: the :class:`~grasp_fcn_ros.core.geometry.CropTransform` used.
     :param network_input: the normalised network input (S, S).
     :param timings_ms: stage name -> milliseconds.
+    :param scale_mode: the scale mode this frame used (``metric`` or ``pixels``).
+    :param wanted_crop_px: in metric mode, the crop side the scale asked for; it differs from
+        ``transform.size`` when that did not fit the image and was clamped.
     """
 
     grasps_2d: list
@@ -56,6 +75,13 @@ class Detection:
     transform: CropTransform
     network_input: np.ndarray
     timings_ms: dict
+    scale_mode: str = 'pixels'
+    wanted_crop_px: int = None
+
+    @property
+    def crop_clamped(self):
+        """True when metric mode wanted a crop the image could not hold."""
+        return self.wanted_crop_px is not None and self.wanted_crop_px != self.transform.size
 
 
 class GraspDetector:
@@ -86,6 +112,27 @@ class GraspDetector:
         return CropTransform.centred(width, height, c.crop_size_px, self.input_size,
                                      c.crop_offset_x_px, c.crop_offset_y_px)
 
+    @property
+    def metres_per_pixel(self):
+        """The model's trained scale, metres per network pixel (0 when unknown)."""
+        return float(getattr(self.backend.config, 'metres_per_pixel', 0.0) or 0.0)
+
+    def crop_for(self, depth_m, intrinsics=None):
+        """The crop of a frame: ``(transform, scale_mode, wanted_side_px)``.
+
+        Metric mode needs intrinsics and a model that records its scale; otherwise, and when
+        the frame has no valid depth to measure, the ``pixels`` crop is used.
+        """
+        c = self.config
+        height, width = depth_m.shape
+        if c.scale_mode == 'metric' and intrinsics is not None and self.metres_per_pixel > 0:
+            transform, wanted = metric_crop(
+                depth_m, intrinsics, self.metres_per_pixel, self.input_size,
+                c.scene_depth_statistic, c.min_depth_m, c.max_depth_m, c.crop_offset_x_px,
+                c.crop_offset_y_px)
+            return transform, 'metric', wanted
+        return self.transform_for(width, height), 'pixels', None
+
     def detect(self, depth_m, intrinsics=None):
         """Detect grasps in one depth image.
 
@@ -105,7 +152,7 @@ class GraspDetector:
         height, width = depth_m.shape
         if intrinsics is not None:
             intrinsics.validate(width, height)
-        transform = self.transform_for(width, height)
+        transform, scale_mode, wanted = self.crop_for(depth_m, intrinsics)
         net_input = prepare_input(depth_m, transform, c.min_depth_m, c.max_depth_m)
         t1 = time.perf_counter()
         output = self.backend.predict(net_input[None, None])[0]
@@ -123,4 +170,5 @@ class GraspDetector:
         t4 = time.perf_counter()
         for name, start, end in zip(self.STAGES, (t0, t1, t2, t3), (t1, t2, t3, t4)):
             timings[name] = (end - start) * 1e3
-        return Detection(grasps_2d, grasps_3d, maps, transform, net_input, timings)
+        return Detection(grasps_2d, grasps_3d, maps, transform, net_input, timings, scale_mode,
+                         wanted)

@@ -30,12 +30,15 @@ class ModelConfig:
     :param channels: feature channels of encoder levels 1-5 and the bottom.
     :param kernels: kernel sizes of encoder levels 1-5 (the decoder mirrors them).
     :param max_width_px: gripper width, in network pixels, that the width map's 1.0 stands for.
+    :param metres_per_pixel: the scale of the training data, metres per network pixel at the
+        scene depth (see :mod:`~grasp_fcn_ros.core.scale`); 0 when unknown.
     """
 
     input_size: int = 400
     channels: tuple = (16, 32, 64, 128, 256, 512)
     kernels: tuple = (9, 5, 3, 3, 3)
     max_width_px: float = 150.0
+    metres_per_pixel: float = 0.0
 
     def to_dict(self):
         data = asdict(self)

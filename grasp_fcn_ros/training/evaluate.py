@@ -2,9 +2,11 @@
 
 from dataclasses import dataclass, field, replace
 
+import cv2
 import numpy as np
 
-from ..core.grasp import grasp_matches
+from ..core.geometry import CameraIntrinsics
+from ..core.grasp import Grasp2D, grasp_matches
 
 #: Jaccard thresholds of the paper's table.
 JACCARD_THRESHOLDS = (0.25, 0.30, 0.35, 0.40)
@@ -12,6 +14,34 @@ JACCARD_THRESHOLDS = (0.25, 0.30, 0.35, 0.40)
 MAX_ANGLE_RAD = float(np.deg2rad(30.0))
 #: Top-N grasps reported.
 TOP_N = 5
+
+
+def zoomed_sample(sample, zoom):
+    """A loaded sample as a camera with ``zoom`` times the focal length would see it.
+
+    The depth image is resampled (nearest neighbour: no depth is invented) and the rectangles
+    scaled about pixel centres; objects appear ``zoom`` times larger, as from ``1 / zoom`` of
+    the distance with the same camera.
+
+    :returns: a new :class:`~grasp_fcn_ros.training.dataset.CornellSample`.
+    """
+    h, w = sample.depth_m.shape
+    size = (max(int(round(w * zoom)), 1), max(int(round(h * zoom)), 1))
+    depth = cv2.resize(sample.depth_m, size, interpolation=cv2.INTER_NEAREST)
+    scale = np.array(size, np.float64) / [w, h]
+    grasps = [Grasp2D.from_polygon((g.polygon() + 0.5) * scale - 0.5, g.quality)
+              for g in sample.grasps]
+    return replace(sample, depth_m=depth, grasps=grasps)
+
+
+def zoomed_intrinsics(intrinsics, zoom, width, height):
+    """The pinhole model of :func:`zoomed_sample`'s image (``width`` x ``height`` the source
+    size), pixels."""
+    size = (max(int(round(width * zoom)), 1), max(int(round(height * zoom)), 1))
+    sx, sy = size[0] / width, size[1] / height
+    return CameraIntrinsics(intrinsics.fx * sx, intrinsics.fy * sy,
+                            (intrinsics.cx + 0.5) * sx - 0.5, (intrinsics.cy + 0.5) * sy - 0.5,
+                            size[0], size[1])
 
 
 @dataclass
@@ -22,6 +52,7 @@ class ImageResult:
     predictions: list
     correct_top1: dict = field(default_factory=dict)
     correct_rank: list = field(default_factory=list)
+    crop_px: int = 0
 
 
 @dataclass
@@ -61,12 +92,14 @@ def evaluation_detector(detector):
     return clone
 
 
-def evaluate(detector, samples, progress=None):
+def evaluate(detector, samples, progress=None, intrinsics=None):
     """Score a detector on loaded samples with the rectangle metric.
 
     :param detector: a :class:`~grasp_fcn_ros.core.detector.GraspDetector`.
     :param samples: :class:`~grasp_fcn_ros.training.dataset.CornellSample` list.
     :param progress: optional callable wrapping an iterable (e.g. ``tqdm``).
+    :param intrinsics: the images' camera model, or a callable ``sample -> model``; with it
+        the detector's metric scale mode applies (as in the node), without it the pixel crop.
     :returns: an :class:`EvaluationResult`.
     """
     detector = evaluation_detector(detector)
@@ -74,9 +107,10 @@ def evaluate(detector, samples, progress=None):
     per_image = []
     for sample in iterable:
         sample.load()
-        detection = detector.detect(sample.depth_m)
+        camera = intrinsics(sample) if callable(intrinsics) else intrinsics
+        detection = detector.detect(sample.depth_m, camera)
         preds = detection.grasps_2d
-        result = ImageResult(sample.name, preds)
+        result = ImageResult(sample.name, preds, crop_px=detection.transform.size)
         for j in JACCARD_THRESHOLDS:
             result.correct_top1[j] = bool(preds) and grasp_matches(preds[0], sample.grasps, j,
                                                                       MAX_ANGLE_RAD)
@@ -90,3 +124,55 @@ def evaluate(detector, samples, progress=None):
     top_n = {k: float(np.mean([any(r.correct_rank[:k]) for r in per_image])) if n else 0.0
              for k in range(1, TOP_N + 1)}
     return EvaluationResult(n, accuracy, top_n, per_image)
+
+
+def scale_study(detector, samples, intrinsics, zooms, progress=None):
+    """Top-1 accuracy against apparent camera distance, metric crop against the fixed crop.
+
+    Each image is seen through :func:`zoomed_sample` at each zoom (objects ``zoom`` times
+    larger, as from ``1 / zoom`` of the distance) and scored with the detector in ``pixels``
+    mode (``crop_size_px``, clamped to the image) and in ``metric`` mode.
+
+    :param detector: a :class:`~grasp_fcn_ros.core.detector.GraspDetector` whose model records
+        its scale.
+    :param samples: loaded-or-not Cornell samples.
+    :param intrinsics: the samples' camera model.
+    :param zooms: iterable of zoom factors.
+    :returns: list of dicts ``zoom``, ``distance_m`` (the images' median scene depth over the
+        zoom), ``mode``, ``accuracy`` (Jaccard -> fraction) and ``crop_px`` (median side).
+    """
+    from ..core.detector import GraspDetector
+    from ..core.geometry import CropTransform
+    from ..core.scale import scene_depth
+
+    samples = [s.load() for s in samples]
+    config = detector.config
+    depths = [scene_depth(s.depth_m, CropTransform.centred(
+        s.depth_m.shape[1], s.depth_m.shape[0], 0, detector.input_size), 'median',
+        config.min_depth_m, config.max_depth_m) for s in samples]
+    base_m = float(np.median([z for z in depths if z is not None]))
+    rows = []
+    for zoom in zooms:
+        zoomed = [zoomed_sample(s, zoom) for s in samples]
+        cameras = {z.name: zoomed_intrinsics(intrinsics, zoom, *s.depth_m.shape[::-1])
+                   for s, z in zip(samples, zoomed)}
+        side = min(min(z.depth_m.shape) for z in zoomed)
+        for mode in ('pixels', 'metric'):
+            crop = min(config.crop_size_px or side, side)
+            run = GraspDetector(detector.backend, replace(config, scale_mode=mode,
+                                                          crop_size_px=crop))
+            result = evaluate(run, zoomed, progress, intrinsics=lambda z: cameras[z.name])
+            rows.append({'zoom': float(zoom), 'distance_m': base_m / zoom, 'mode': mode,
+                         'accuracy': dict(result.accuracy),
+                         'crop_px': float(np.median([r.crop_px for r in result.per_image]))})
+    return rows
+
+
+def scale_table(rows):
+    """A plain-text table of :func:`scale_study` rows."""
+    lines = ['zoom  distance  mode     crop (px)  top-1 @ J 0.25 / 0.30 / 0.35 / 0.40']
+    for r in rows:
+        accuracy = ' / '.join(f'{100 * a:5.1f}' for a in r['accuracy'].values())
+        lines.append(f"{r['zoom']:4.2f}  {r['distance_m']:6.2f} m  {r['mode']:7s}  "
+                     f"{r['crop_px']:7.0f}    {accuracy} %")
+    return '\n'.join(lines)

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from ..core.backends import resolve_device, TorchBackend
 from ..core.detector import DetectorConfig, GraspDetector
+from ..core.geometry import CameraIntrinsics, CORNELL_INTRINSICS, CropTransform
 from ..core.model import (
     GraspFCN,
     load_checkpoint,
@@ -22,6 +23,7 @@ from ..core.model import (
     save_checkpoint,
 )
 from ..core.preprocess import DEFAULT_MAX_DEPTH_M, DEFAULT_MIN_DEPTH_M
+from ..core.scale import metres_per_pixel
 from .dataset import AugmentConfig, find_samples, make_example, split_folds
 from .evaluate import evaluate, EvaluationResult
 from .renorm import recalibrate_batchnorm, set_renorm_limits, use_batch_renorm
@@ -54,6 +56,8 @@ class TrainConfig:
     :param object_map: optional image -> object file for object-wise splits.
     :param crop_size_px: source crop side, as the detector's ``crop_size_px``.
     :param depth_scale: metres per unit of integer depth files.
+    :param intrinsics: (fx, fy, cx, cy) pixels of the training images' camera; with the scene
+        depth of each image it gives the scale the model records (metres per network pixel).
     :param min_depth_m: nearest usable depth, metres, as the detector's ``min_depth_m``.
     :param max_depth_m: farthest usable depth, metres, as the detector's ``max_depth_m``.
     :param channels_last: train in the channels-last memory format (faster on CPUs).
@@ -82,6 +86,8 @@ class TrainConfig:
     object_map: str = None
     crop_size_px: int = 400
     depth_scale: float = 0.001
+    intrinsics: tuple = (CORNELL_INTRINSICS.fx, CORNELL_INTRINSICS.fy, CORNELL_INTRINSICS.cx,
+                         CORNELL_INTRINSICS.cy)
     min_depth_m: float = DEFAULT_MIN_DEPTH_M
     max_depth_m: float = DEFAULT_MAX_DEPTH_M
     channels_last: bool = True
@@ -131,6 +137,22 @@ def _recalibration_batches(samples, config, model_config, device, memory_format)
                            max_depth_m=config.max_depth_m)[0]
               for s in chosen[start:start + config.batch_size]]
         yield torch.from_numpy(np.stack(xs)).to(device).contiguous(memory_format=memory_format)
+
+
+def training_scale(samples, config, input_size, statistic='median'):
+    """The scale the training images show the network: the median over images of metres per
+    network pixel at each image's scene depth, in the un-augmented crop (0 without depth)."""
+    fx, fy, cx, cy = (float(v) for v in config.intrinsics)
+    intrinsics = CameraIntrinsics(fx, fy, cx, cy)
+    scales = []
+    for sample in samples:
+        h, w = sample.depth_m.shape
+        window = CropTransform.centred(w, h, config.crop_size_px, input_size)
+        scale = metres_per_pixel(sample.depth_m, window, intrinsics, statistic,
+                                 config.min_depth_m, config.max_depth_m)
+        if scale is not None:
+            scales.append(scale)
+    return float(np.median(scales)) if scales else 0.0
 
 
 def seed_everything(seed):
@@ -198,7 +220,10 @@ def train(config, resume=False, progress=None, log=print):
         f'({skipped} samples without files, {bad_rects} invalid rectangles skipped) '
         f'on {device}')
 
-    model_config = ModelConfig()
+    model_config = ModelConfig(metres_per_pixel=training_scale(train_set, config,
+                                                               ModelConfig().input_size))
+    log(f'training scale: {1e3 * model_config.metres_per_pixel:.3f} mm per network pixel at '
+        'the scene depth')
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = GraspFCN(model_config).to(device, memory_format=memory_format)
     renorm_layers = use_batch_renorm(model) if config.batch_renorm else []
