@@ -530,8 +530,7 @@ class _Publisher:
         from geometry_msgs.msg import PoseArray
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image
-        from std_msgs.msg import Float32MultiArray
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
         from .ros_conversions import latency_from_message
 
@@ -546,7 +545,7 @@ class _Publisher:
         self.node_latency = []
         self.node.create_subscription(PoseArray, '/grasp_detector/grasps', self._on_grasps,
                                       reliable)
-        self.node.create_subscription(Float32MultiArray, '/grasp_detector/latency',
+        self.node.create_subscription(PointCloud2, '/grasp_detector/latency',
                                       self._on_latency, reliable)
         self.images, self.infos = [], []
         for depth_m in frames:

@@ -10,6 +10,7 @@ arrived, else with the newest. All the maths lives in :mod:`grasp_fcn_ros.core`.
 
 from collections import deque, OrderedDict
 from dataclasses import dataclass
+import sys
 import threading
 import time
 import traceback
@@ -24,11 +25,13 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 import rclpy
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from std_msgs.msg import Float32MultiArray
 from visualization_msgs.msg import MarkerArray
 
 from .core.backends import BACKENDS, create_backend, DEVICES
@@ -53,7 +56,7 @@ from .ros_conversions import (
     quality_color,
     rgb_from_image,
 )
-from .transforms import create_tf_lookup, transform_grasps, TransformError
+from .transforms import create_tf_lookup, TF_TIMEOUT_S, transform_grasps, TransformError
 
 NODE_NAME = 'grasp_detector'
 
@@ -65,6 +68,8 @@ WORKER_JOIN_TIMEOUT_S = 10.0
 STATS_TIMER_PERIOD_S = 0.5
 #: camera_info messages kept to pair a depth frame with the one of the same stamp.
 CAMERA_INFO_HISTORY = 10
+#: Period of the check of what the camera_info publishers offer, seconds.
+CAMERA_INFO_QOS_CHECK_PERIOD_S = 1.0
 
 #: ``image_reliability`` values -> QoS reliability of the image subscriptions.
 RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
@@ -78,12 +83,18 @@ def image_qos(reliability='best_effort'):
                       depth=1, durability=DurabilityPolicy.VOLATILE)
 
 
-#: camera_info: best effort + volatile also match reliable and transient-local (latched)
-#: publishers, so any camera driver connects; it is sent with every frame, a lost one is
-#: replaced by the next.
+#: camera_info: best effort + volatile match every publisher, so any camera driver connects; a
+#: driver sends it with every frame, a lost one is replaced by the next. This subscription
+#: never receives what was published before it matched, though.
 CAMERA_INFO_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
                              history=HistoryPolicy.KEEP_LAST, depth=5,
                              durability=DurabilityPolicy.VOLATILE)
+#: The second camera_info subscription, made while a publisher offers reliable +
+#: transient-local (a camera_info published once, "latched"): it receives the message that
+#: publisher sent before. Requesting it of other publishers would be an incompatible QoS.
+LATCHED_CAMERA_INFO_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
+                                     history=HistoryPolicy.KEEP_LAST, depth=1,
+                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 #: Outputs: reliable serves both reliable and best-effort subscribers (RViz, controllers).
 OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                         depth=5)
@@ -186,7 +197,11 @@ PARAMETERS = {
         'source pixels', (0, 50)),
     'output_frame': ParameterSpec(
         '', "frame of the published grasps; '' = the depth camera's frame, else transformed "
-        'through tf2'),
+        'through tf2: a frame without a transform (or without tf2_ros) publishes nothing and '
+        'says why'),
+    'tf_timeout': ParameterSpec(
+        TF_TIMEOUT_S, 'how long the transform into output_frame may be waited for, per frame, '
+        'seconds', (0.0, 10.0)),
     'publish_debug_images': ParameterSpec(
         False, 'publish ~/quality_image and ~/debug_image even when nobody subscribes'),
     'image_reliability': ParameterSpec(
@@ -202,6 +217,27 @@ PARAMETERS = {
 
 #: name -> default value, the single source of the defaults.
 DEFAULTS = {name: spec.default for name, spec in PARAMETERS.items()}
+
+
+class StartupError(RuntimeError):
+    """Raised by the node's constructor when it cannot run with the settings it was given."""
+
+
+def float_parameters():
+    """Names of the parameters whose type is float (an integer is accepted for them)."""
+    return {name for name, spec in PARAMETERS.items() if isinstance(spec.default, float)}
+
+
+def coerce_parameter(parameter):
+    """``parameter`` with an integer value turned into a float when the parameter is a float
+    one (``-p min_depth:=0``, ``max_depth: 5`` in a YAML file); else ``parameter`` itself.
+
+    :param parameter: an rclpy :class:`~rclpy.parameter.Parameter`.
+    """
+    if (parameter.name in float_parameters()
+            and parameter.type_ == Parameter.Type.INTEGER):
+        return Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+    return parameter
 
 
 def validate_settings(values):
@@ -288,6 +324,8 @@ class GraspDetectorNode(Node):
     """Detects grasps in the newest depth frame and publishes them as poses and markers."""
 
     def __init__(self, **kwargs):
+        # set before anything can fail: destroy_node() reads them even for a half-built node
+        self._worker = None
         super().__init__(NODE_NAME, **kwargs)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -303,12 +341,19 @@ class GraspDetectorNode(Node):
         self._stats = {'totals': deque(), 'skipped': 0, 'since': time.monotonic(),
                        'quiet': False}
 
+        # -p min_depth:=0 and `max_depth: 5` are integers: taken as floats, at start-up (the
+        # overrides, which declare_parameter does not pass through pre-set callbacks) and later
+        overrides = getattr(self, '_parameter_overrides', {})
+        for name in float_parameters() & set(overrides):
+            overrides[name] = coerce_parameter(overrides[name])
+        self.add_pre_set_parameters_callback(
+            lambda parameters: [coerce_parameter(p) for p in parameters])
         for name, spec in PARAMETERS.items():
             self.declare_parameter(name, spec.default, spec.descriptor())
         self._values = {name: self.get_parameter(name).value for name in PARAMETERS}
         problem = validate_settings(self._values)
         if problem:
-            self.get_logger().error(f'invalid parameters: {problem}')
+            raise StartupError(f'invalid parameters: {problem}')
         self._config = detector_config(self._values)
         self._backend, self._model_error = None, None
         try:
@@ -318,12 +363,15 @@ class GraspDetectorNode(Node):
             self.get_logger().error(
                 f'{self._model_error}. The node stays up without a model; set model_path to a '
                 'valid checkpoint.')
-        self._tf = None
+        self._tf, self._tf_error = None, None
         if self._values['output_frame']:
             try:
-                self._tf = create_tf_lookup(self)
+                self._tf = create_tf_lookup(self, self._values['tf_timeout'])
             except TransformError as exc:
-                self.get_logger().error(f'{exc}; grasps are published in the camera frame')
+                self._tf_error = str(exc)
+                self.get_logger().error(
+                    f"{exc}. Nothing is published until output_frame is '' or tf2_ros is "
+                    'available.')
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._best_pub = self.create_publisher(PoseStamped, '~/best_grasp', OUTPUT_QOS)
@@ -332,11 +380,15 @@ class GraspDetectorNode(Node):
         self._markers_pub = self.create_publisher(MarkerArray, '~/markers', OUTPUT_QOS)
         self._quality_pub = self.create_publisher(Image, '~/quality_image', IMAGE_OUTPUT_QOS)
         self._debug_pub = self.create_publisher(Image, '~/debug_image', IMAGE_OUTPUT_QOS)
-        self._latency_pub = self.create_publisher(Float32MultiArray, '~/latency', OUTPUT_QOS)
+        self._latency_pub = self.create_publisher(PointCloud2, '~/latency', OUTPUT_QOS)
 
         # camera_info first: when both are ready at once, the executor serves it before depth
         self._info_sub = self.create_subscription(CameraInfo, 'camera_info',
                                                   self._on_camera_info, CAMERA_INFO_QOS)
+        self._latched_info_sub = None
+        self._match_camera_info_qos()
+        self._info_qos_timer = self.create_timer(CAMERA_INFO_QOS_CHECK_PERIOD_S,
+                                                 self._match_camera_info_qos)
         qos = image_qos(self._values['image_reliability']
                         if self._values['image_reliability'] in RELIABILITY else 'best_effort')
         self._depth_sub = self.create_subscription(Image, 'depth', self._on_depth, qos)
@@ -385,10 +437,13 @@ class GraspDetectorNode(Node):
                 return SetParametersResult(successful=False, reason=reason)
         if changes.get('output_frame') and self._tf is None:
             try:
-                self._tf = create_tf_lookup(self)
+                self._tf = create_tf_lookup(self, candidate['tf_timeout'])
             except TransformError as exc:
                 self.get_logger().warning(f'parameter change rejected: {exc}')
                 return SetParametersResult(successful=False, reason=str(exc))
+            self._tf_error = None
+        if self._tf is not None:
+            self._tf.timeout_s = float(candidate['tf_timeout'])
         with self._lock:
             self._values = candidate
             self._config = detector_config(candidate)
@@ -418,6 +473,28 @@ class GraspDetectorNode(Node):
             self._camera_infos.move_to_end(key)
             while len(self._camera_infos) > CAMERA_INFO_HISTORY:
                 self._camera_infos.popitem(last=False)
+
+    def _match_camera_info_qos(self):
+        """Subscribe a second time with reliable + transient-local while a camera_info publisher
+        offers it (so a camera_info published once, before this node matched, still arrives);
+        drop that subscription when no such publisher is left."""
+        topic = self._info_sub.topic_name
+        latched = [info for info in self.get_publishers_info_by_topic(topic)
+                   if info.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+                   and info.qos_profile.reliability == ReliabilityPolicy.RELIABLE]
+        if latched and self._latched_info_sub is None:
+            # other publishers on the topic are incompatible with it: expected, not worth a
+            # warning (the best-effort subscription receives from them)
+            quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _event: None)
+            self._latched_info_sub = self.create_subscription(
+                CameraInfo, 'camera_info', self._on_camera_info, LATCHED_CAMERA_INFO_QOS,
+                event_callbacks=quiet)
+            self.get_logger().info(
+                f"a publisher of '{topic}' offers transient-local durability: subscribed "
+                'with reliable + transient-local too')
+        elif not latched and self._latched_info_sub is not None:
+            self.destroy_subscription(self._latched_info_sub)
+            self._latched_info_sub = None
 
     def _on_color(self, msg):
         with self._lock:
@@ -492,7 +569,11 @@ class GraspDetectorNode(Node):
         grasps = detection.grasps_3d
         frame_id = msg.header.frame_id or info_frame
         output_frame = values['output_frame']
-        if output_frame and output_frame != frame_id and self._tf is not None:
+        if output_frame and output_frame != frame_id and self._tf is None:
+            self._report('tf', f"{described} skipped: no grasps published, output_frame "
+                         f"'{output_frame}' cannot be served: {self._tf_error}", error=True)
+            return
+        if output_frame and output_frame != frame_id:
             try:
                 translation, rotation = self._tf.lookup(output_frame, frame_id,
                                                         msg.header.stamp)
@@ -516,7 +597,7 @@ class GraspDetectorNode(Node):
                       total=(t4 - received) * 1e3)
         stages['projection'] = stages.get('projection', 0.0) + (t3 - t2) * 1e3  # + tf
         timings = {name: stages.get(name, 0.0) for name in LATENCY_STAGES}
-        self._latency_pub.publish(latency_message(timings))
+        self._latency_pub.publish(latency_message(timings, header))
         with self._lock:
             self._reported.clear()
             self._stats['totals'].append(timings['total'])
@@ -573,28 +654,44 @@ class GraspDetectorNode(Node):
             f'{skipped} frames skipped for newer ones')
 
     def destroy_node(self):
-        with self._wake:
-            self._stopping = True
-            self._wake.notify_all()
-        if self._worker.is_alive() and self._worker is not threading.current_thread():
-            self._worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
+        """Stop the worker (after the frame in progress) and destroy the node; safe on a node
+        whose constructor failed half-way."""
+        worker = getattr(self, '_worker', None)
+        if worker is not None:
+            with self._wake:
+                self._stopping = True
+                self._wake.notify_all()
+            if worker.is_alive() and worker is not threading.current_thread():
+                worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
         return super().destroy_node()
 
 
+#: Errors of a start with unusable parameters: the reason is logged, the exit code is 1.
+STARTUP_ERRORS = (StartupError, InvalidParameterTypeException, InvalidParameterValueException)
+
+
 def main(args=None):
-    """Entry point of ``ros2 run grasp_fcn detector``."""
+    """Entry point of ``ros2 run grasp_fcn detector``.
+
+    :returns: the process exit code: 0 after a normal shutdown, 1 when the node could not start
+        (the reason is logged).
+    """
     rclpy.init(args=args)
-    node = None
+    node, code = None, 0
     try:
         node = GraspDetectorNode()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except STARTUP_ERRORS as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {exc}')
+        code = 1
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    return code
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

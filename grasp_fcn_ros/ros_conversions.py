@@ -12,7 +12,7 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped
 import numpy as np
 from sensor_msgs.msg import Image, PointCloud2, PointField
-from std_msgs.msg import ColorRGBA, Float32MultiArray, Header, MultiArrayDimension
+from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from .core.depth import decode_depth
@@ -300,20 +300,28 @@ def grasps_to_markers(grasps, header, finger_length_m=FINGER_LENGTH_M,
 
 # --- latency ----------------------------------------------------------------------------------
 
-def latency_message(stages_ms):
-    """Float32MultiArray of per-stage milliseconds, labels comma separated in dim[0].label.
+def latency_message(stages_ms, header=None):
+    """PointCloud2 with a single point whose float32 fields are the per-stage milliseconds.
+
+    A cloud, not an array, so that the timings carry the header (stamp and frame) of the depth
+    frame they belong to; ``ros2 topic echo --field fields`` lists the stage names.
 
     :param stages_ms: mapping stage name -> milliseconds, in publication order.
+    :param header: std_msgs/Header to copy (the depth frame's); None = an empty header.
     """
     labels = list(stages_ms)
-    msg = Float32MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label=','.join(labels), size=len(labels),
-                                          stride=len(labels))]
-    msg.data = [float(stages_ms[name]) for name in labels]
-    return msg
+    fields = [PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+              for i, name in enumerate(labels)]
+    values = np.array([float(stages_ms[name]) for name in labels], dtype='<f4')
+    header = header or Header()
+    return PointCloud2(header=make_header(header.stamp, header.frame_id), height=1, width=1,
+                       fields=fields, is_bigendian=False, point_step=4 * len(labels),
+                       row_step=4 * len(labels), data=_bytes(values), is_dense=True)
 
 
 def latency_from_message(msg):
     """Inverse of :func:`latency_message`: a dict stage name -> milliseconds."""
-    labels = msg.layout.dim[0].label.split(',') if msg.layout.dim else []
-    return dict(zip(labels, (float(v) for v in msg.data)))
+    points = cloud_to_array(msg)
+    if points.size == 0:
+        return {}
+    return {name: float(points[name][0]) for name in points.dtype.names}

@@ -24,7 +24,6 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from std_msgs.msg import Float32MultiArray
 from visualization_msgs.msg import MarkerArray
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -319,7 +318,7 @@ class DetectorTopics:
 
     #: output name -> message type, under ``<namespace>/grasp_detector/``.
     OUTPUTS = {'grasps': PoseArray, 'best_grasp': PoseStamped, 'grasp_details': PointCloud2,
-               'markers': MarkerArray, 'latency': Float32MultiArray}
+               'markers': MarkerArray, 'latency': PointCloud2}
 
     def __init__(self, client, namespace=''):
         self.client = client
