@@ -2,10 +2,13 @@
 
 Subscribes to ``depth`` (sensor_msgs/Image), ``camera_info`` and optionally ``color``; publishes
 ``~/grasps``, ``~/best_grasp``, ``~/grasp_details``, ``~/markers``, ``~/latency`` and, on
-demand, ``~/quality_image`` and ``~/debug_image``. Callbacks only store the newest message; a
-worker thread runs the detector on the newest depth frame, so a slow model skips frames instead
-of building a queue. A depth frame is paired with the camera_info of the same stamp when one
-arrived, else with the newest. All the maths lives in :mod:`grasp_fcn_ros.core`.
+demand, ``~/quality_image`` and ``~/debug_image``; serves ``~/detect`` (std_srvs/Trigger).
+Callbacks only store the newest message; a worker thread runs the detector on the newest depth
+frame, so a slow model skips frames instead of building a queue (with ``detection_mode:
+on_demand``, only on the next frame after a ``~/detect`` call). The published poses are tool
+poses of the configured gripper (:mod:`grasp_fcn_ros.core.gripper`). A depth frame is paired
+with the camera_info of the same stamp when one arrived, else with the newest. All the maths
+lives in :mod:`grasp_fcn_ros.core`.
 """
 
 from collections import deque, OrderedDict
@@ -25,19 +28,22 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from .core.backends import BACKENDS, create_backend, DEVICES
 from .core.depth import DepthError
 from .core.detector import DetectorConfig, GraspDetector
 from .core.geometry import GeometryError
+from .core.gripper import apply_gripper, APPROACH_MODES, AXES, GripperConfig, validate_gripper
 from .core.postprocess import PostprocessConfig
 from .resources import default_model_path
 from .ros_conversions import (
@@ -100,6 +106,16 @@ OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryP
                         depth=5)
 IMAGE_OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
                               history=HistoryPolicy.KEEP_LAST, depth=1)
+
+#: Approach of ``approach_mode: top_down``: -Z of output_frame (down, REP 103), or, when the
+#: grasps stay in the camera's optical frame, its optical axis (a camera looking down).
+DOWN_IN_OUTPUT_FRAME = (0.0, 0.0, -1.0)
+OPTICAL_AXIS = (0.0, 0.0, 1.0)
+
+DETECTION_MODES = ('continuous', 'on_demand')
+#: Threads of the node's executor: the ~/detect service waits in one while others serve the
+#: subscriptions, timers and parameter services.
+EXECUTOR_THREADS = 4
 
 #: Parameters whose change reloads the model.
 MODEL_PARAMETERS = ('model_path', 'device', 'backend')
@@ -202,6 +218,33 @@ PARAMETERS = {
     'tf_timeout': ParameterSpec(
         TF_TIMEOUT_S, 'how long the transform into output_frame may be waited for, per frame, '
         'seconds', (0.0, 10.0)),
+    'gripper_min_opening': ParameterSpec(
+        0.0, 'smallest opening of the gripper, metres; narrower grasps are dropped',
+        (0.0, 2.0)),
+    'gripper_max_opening': ParameterSpec(
+        1.0, 'largest opening of the gripper, metres; wider grasps are dropped (not clipped). '
+        'A Franka Hand opens 0.08', (0.0, 2.0)),
+    'grasp_depth_offset': ParameterSpec(
+        0.0, 'tool centre point moved this far along the approach from the object surface, '
+        'metres (positive = into the object)', (-0.5, 0.5)),
+    'gripper_closing_axis': ParameterSpec(
+        'x', 'axis of the published pose along which the jaws close (a Franka Hand: y)',
+        constraints=f"one of {', '.join(AXES)}"),
+    'gripper_approach_axis': ParameterSpec(
+        'z', 'axis of the published pose pointing from the gripper towards the object',
+        constraints=f"one of {', '.join(AXES)}, not the closing axis"),
+    'approach_mode': ParameterSpec(
+        'camera_ray', 'camera_ray = approach along the camera ray through the grasp; '
+        'top_down = along -Z of output_frame (along the optical axis when output_frame is '
+        "''), the closing direction laid into the plane normal to it",
+        constraints=f"one of {', '.join(APPROACH_MODES)}"),
+    'detection_mode': ParameterSpec(
+        'continuous', 'continuous = every depth frame the node can keep up with; on_demand = '
+        'only the next frame after a ~/detect call (no inference in between)',
+        constraints=f"one of {', '.join(DETECTION_MODES)}"),
+    'detect_timeout': ParameterSpec(
+        10.0, 'how long a ~/detect call waits for the next depth frame to be processed, '
+        'seconds', (0.1, 600.0)),
     'publish_debug_images': ParameterSpec(
         False, 'publish ~/quality_image and ~/debug_image even when nobody subscribes'),
     'image_reliability': ParameterSpec(
@@ -258,7 +301,21 @@ def validate_settings(values):
                 f"{', '.join(RELIABILITY)})")
     if values['backend'] not in BACKENDS:
         return f"unknown backend '{values['backend']}' (expected one of {', '.join(BACKENDS)})"
-    return None
+    if values['detection_mode'] not in DETECTION_MODES:
+        return (f"unknown detection_mode '{values['detection_mode']}' (expected one of "
+                f"{', '.join(DETECTION_MODES)})")
+    return validate_gripper(gripper_config(values))
+
+
+def gripper_config(values):
+    """The core :class:`GripperConfig` of a dict of parameter values."""
+    return GripperConfig(
+        min_opening_m=float(values['gripper_min_opening']),
+        max_opening_m=float(values['gripper_max_opening']),
+        depth_offset_m=float(values['grasp_depth_offset']),
+        closing_axis=str(values['gripper_closing_axis']),
+        approach_axis=str(values['gripper_approach_axis']),
+        approach_mode=str(values['approach_mode']))
 
 
 def detector_config(values):
@@ -320,6 +377,30 @@ def render_overlay(base_rgb, detection):
     return image
 
 
+class DetectRequest:
+    """One ``~/detect`` call: set done once the frame it was given to is processed."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.success, self.message = False, ''
+
+    def finish(self, success, message):
+        self.success, self.message = bool(success), str(message)
+        self.done.set()
+
+
+def grasp_summary(grasps, header):
+    """One line on a frame's grasps, for the answer of ``~/detect``."""
+    stamp = f'{header.stamp.sec}.{header.stamp.nanosec:09d}'
+    if not grasps:
+        return f'0 grasps in the depth frame stamped {stamp} (none above q_threshold)'
+    best = grasps[0]
+    x, y, z = (float(c) for c in best.position_m)
+    return (f"{len(grasps)} grasps in the depth frame stamped {stamp}, frame "
+            f"'{header.frame_id}'; best: quality {best.quality:.2f} at ({x:.3f}, {y:.3f}, "
+            f'{z:.3f}) m, width {best.width_m:.3f} m')
+
+
 class GraspDetectorNode(Node):
     """Detects grasps in the newest depth frame and publishes them as poses and markers."""
 
@@ -329,7 +410,9 @@ class GraspDetectorNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._pending = None  # (depth msg, perf_counter at receipt): the one-slot mailbox
+        # (depth msg, perf_counter at receipt, DetectRequests it answers): the one-slot mailbox
+        self._pending = None
+        self._armed = []  # ~/detect requests waiting for the next depth frame
         self._stopping = False
         # camera_info messages: the newest, and the last few by stamp so a depth frame gets
         # the camera_info sent with it; read when a frame uses it, so that a depth_rectified
@@ -338,8 +421,8 @@ class GraspDetectorNode(Node):
         self._camera_infos = OrderedDict()
         self._color_msg = None
         self._reported = {}
-        self._stats = {'totals': deque(), 'skipped': 0, 'since': time.monotonic(),
-                       'quiet': False}
+        self._stats = {'totals': deque(), 'skipped': 0, 'ignored': 0,
+                       'since': time.monotonic(), 'quiet': False}
 
         # -p min_depth:=0 and `max_depth: 5` are integers: taken as floats, at start-up (the
         # overrides, which declare_parameter does not pass through pre-set callbacks) and later
@@ -394,6 +477,9 @@ class GraspDetectorNode(Node):
         self._depth_sub = self.create_subscription(Image, 'depth', self._on_depth, qos)
         self._color_sub = self.create_subscription(Image, 'color', self._on_color, qos)
         self._stats_timer = self.create_timer(STATS_TIMER_PERIOD_S, self._log_stats)
+        # its own callback group: it waits for a frame that the depth callback must deliver
+        self._detect_srv = self.create_service(Trigger, '~/detect', self._on_detect,
+                                               callback_group=MutuallyExclusiveCallbackGroup())
 
         self._worker = threading.Thread(target=self._work, name='grasp_detector_worker',
                                         daemon=True)
@@ -460,10 +546,33 @@ class GraspDetectorNode(Node):
     def _on_depth(self, msg):
         received = time.perf_counter()
         with self._wake:
-            if self._pending is not None:
+            requests, self._armed = self._armed, []
+            if self._values['detection_mode'] == 'on_demand' and not requests:
+                self._stats['ignored'] += 1  # nobody asked: no inference
+                return
+            if self._pending is not None:  # replaced by this newer frame, with its requests
                 self._stats['skipped'] += 1
-            self._pending = (msg, received)
+                requests = self._pending[2] + requests
+            self._pending = (msg, received, requests)
             self._wake.notify()
+
+    def _on_detect(self, _request, response):
+        """``~/detect``: run the detector on the next depth frame and answer with a summary
+        (waits up to ``detect_timeout`` s for that frame; the outputs are published as usual)."""
+        request = DetectRequest()
+        with self._lock:
+            self._armed.append(request)
+            timeout_s = float(self._values['detect_timeout'])
+        if not request.done.wait(timeout_s):
+            with self._lock:
+                if request in self._armed:
+                    self._armed.remove(request)
+            response.success = False
+            response.message = (f"no depth frame on '{self._depth_sub.topic_name}' processed "
+                                 f'within detect_timeout ({timeout_s:g} s)')
+            return response
+        response.success, response.message = request.success, request.message
+        return response
 
     def _on_camera_info(self, msg):
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
@@ -509,15 +618,25 @@ class GraspDetectorNode(Node):
                     self._wake.wait()
                 if self._stopping:
                     return
-                msg, received = self._pending
+                msg, received, requests = self._pending
                 self._pending = None
+            outcome = (False, 'the node is shutting down')
             try:
-                self._process(msg, received)
+                outcome = self._process(msg, received)
             except Exception as exc:  # a frame must never kill the worker
+                outcome = (False, f'frame failed unexpectedly: {exc!r}')
                 if self._stopping or not self.context.ok():
                     return
                 self._report('internal', f'frame failed unexpectedly: {exc!r}\n'
                              f'{traceback.format_exc()}', error=True)
+            finally:
+                for request in requests:
+                    request.finish(*outcome)
+
+    def _skip(self, key, text, error=False):
+        """Report why a frame is skipped (see :meth:`_report`); the outcome of that frame."""
+        self._report(key, text, error)
+        return False, text
 
     def _report(self, key, text, error=False):
         """Log a per-frame problem; the same text again within WARN_THROTTLE_S is dropped."""
@@ -540,48 +659,46 @@ class GraspDetectorNode(Node):
             model_error = self._model_error
         described = f'depth frame {msg.width}x{msg.height} {msg.encoding!r}'
         if backend is None:
-            self._report('model', f'{described} skipped: no grasp model loaded ({model_error})',
-                         error=True)
-            return
+            return self._skip('model', f'{described} skipped: no grasp model loaded '
+                              f'({model_error})', error=True)
         t0 = time.perf_counter()
         try:
             depth_m = depth_from_image(msg, values['depth_scale'])
         except DepthError as exc:
-            self._report('decode', f'{described} skipped: {exc}')
-            return
+            return self._skip('decode', f'{described} skipped: {exc}')
         t1 = time.perf_counter()
         if camera_info is None:
-            self._report('camera_info', f"{described} skipped: no camera_info received yet on "
-                         f"'{self._info_sub.topic_name}'")
-            return
+            return self._skip('camera_info', f'{described} skipped: no camera_info received '
+                              f"yet on '{self._info_sub.topic_name}'")
         try:
             intrinsics = intrinsics_from_camera_info(camera_info, values['depth_rectified'])
         except GeometryError as exc:
-            self._report('camera_info', f'{described} skipped: unusable camera_info: {exc}')
-            return
+            return self._skip('camera_info',
+                              f'{described} skipped: unusable camera_info: {exc}')
         info_frame = camera_info.header.frame_id
         try:
             detection = GraspDetector(backend, config).detect(depth_m, intrinsics)
         except (DepthError, GeometryError) as exc:
-            self._report('detect', f'{described} skipped: {exc}')
-            return
+            return self._skip('detect', f'{described} skipped: {exc}')
         t2 = time.perf_counter()
         grasps = detection.grasps_3d
         frame_id = msg.header.frame_id or info_frame
         output_frame = values['output_frame']
         if output_frame and output_frame != frame_id and self._tf is None:
-            self._report('tf', f"{described} skipped: no grasps published, output_frame "
-                         f"'{output_frame}' cannot be served: {self._tf_error}", error=True)
-            return
+            return self._skip('tf', f'{described} skipped: no grasps published, output_frame '
+                              f"'{output_frame}' cannot be served: {self._tf_error}",
+                              error=True)
         if output_frame and output_frame != frame_id:
             try:
                 translation, rotation = self._tf.lookup(output_frame, frame_id,
                                                         msg.header.stamp)
             except TransformError as exc:
-                self._report('tf', f'{described} skipped: {exc}')
-                return
+                return self._skip('tf', f'{described} skipped: {exc}')
             grasps = transform_grasps(grasps, translation, rotation)
             frame_id = output_frame
+        gripper = gripper_config(values)
+        grasps = apply_gripper(grasps, gripper,
+                               DOWN_IN_OUTPUT_FRAME if output_frame else OPTICAL_AXIS)
         t3 = time.perf_counter()
 
         header = make_header(msg.header.stamp, frame_id)
@@ -589,7 +706,9 @@ class GraspDetectorNode(Node):
             self._best_pub.publish(grasp_to_pose_stamped(grasps[0], header))
         self._grasps_pub.publish(grasps_to_pose_array(grasps, header))
         self._details_pub.publish(grasps_to_cloud(grasps, header))
-        self._markers_pub.publish(grasps_to_markers(grasps, header))
+        self._markers_pub.publish(grasps_to_markers(
+            grasps, header, closing_axis=gripper.closing_axis,
+            approach_axis=gripper.approach_axis))
         self._publish_images(msg, depth_m, detection, values)
         t4 = time.perf_counter()
 
@@ -601,6 +720,7 @@ class GraspDetectorNode(Node):
         with self._lock:
             self._reported.clear()
             self._stats['totals'].append(timings['total'])
+        return True, grasp_summary(grasps, header)
 
     def _publish_images(self, msg, depth_m, detection, values):
         forced = values['publish_debug_images']
@@ -634,18 +754,19 @@ class GraspDetectorNode(Node):
             if period <= 0 or now - stats['since'] < period:
                 return
             totals = np.array(stats['totals'], dtype=np.float64)
-            skipped = stats['skipped']
+            skipped, ignored = stats['skipped'], stats['ignored']
             elapsed = now - stats['since']
             stats['totals'].clear()
-            stats['skipped'] = 0
+            stats['skipped'] = stats['ignored'] = 0
             stats['since'] = now
             was_quiet = stats['quiet']
             stats['quiet'] = totals.size == 0
         if totals.size == 0:
             if not was_quiet:
+                waiting = (f'{ignored} frames received, on demand: waiting for a ~/detect call'
+                           if ignored else f"waiting for '{self._depth_sub.topic_name}'")
                 self.get_logger().info(
-                    f"no frame processed in the last {elapsed:.1f} s (waiting for "
-                    f"'{self._depth_sub.topic_name}')")
+                    f'no frame processed in the last {elapsed:.1f} s ({waiting})')
             return
         p50, p99 = np.percentile(totals, [50.0, 99.0])
         self.get_logger().info(
@@ -680,7 +801,9 @@ def main(args=None):
     node, code = None, 0
     try:
         node = GraspDetectorNode()
-        rclpy.spin(node)
+        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except STARTUP_ERRORS as exc:

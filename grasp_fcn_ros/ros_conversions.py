@@ -17,6 +17,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from .core.depth import decode_depth
 from .core.geometry import CameraIntrinsics
+from .core.gripper import axis_matrix
 
 #: Fields of ``~/grasp_details``, one float32 each, in this order (metres, quaternion xyzw,
 #: metres, [0, 1], radians in the image plane, source-image pixels).
@@ -277,7 +278,8 @@ def delete_all_marker(header, namespace=MARKER_NAMESPACE):
 
 
 def grasps_to_markers(grasps, header, finger_length_m=FINGER_LENGTH_M,
-                      line_width_m=MARKER_LINE_WIDTH_M, namespace=MARKER_NAMESPACE):
+                      line_width_m=MARKER_LINE_WIDTH_M, namespace=MARKER_NAMESPACE,
+                      closing_axis='x', approach_axis='z'):
     """MarkerArray: a DELETEALL first, then one gripper glyph (LINE_LIST) per grasp.
 
     Each glyph is drawn at the grasp's real width and coloured by its quality; marker ids
@@ -285,7 +287,11 @@ def grasps_to_markers(grasps, header, finger_length_m=FINGER_LENGTH_M,
 
     :param grasps: list of :class:`~grasp_fcn_ros.core.projection.Grasp3D`.
     :param header: std_msgs/Header to copy.
+    :param closing_axis: axis of the pose along which the jaws close (see
+        :data:`grasp_fcn_ros.core.gripper.AXES`).
+    :param approach_axis: axis of the pose pointing towards the object.
     """
+    to_tool = axis_matrix(closing_axis, approach_axis)
     markers = [delete_all_marker(header, namespace)]
     for i, grasp in enumerate(grasps):
         marker = Marker(header=make_header(header.stamp, header.frame_id), ns=namespace, id=i,
@@ -293,7 +299,8 @@ def grasps_to_markers(grasps, header, finger_length_m=FINGER_LENGTH_M,
                         color=quality_color(grasp.quality))
         marker.scale.x = float(line_width_m)
         marker.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2]))
-                         for p in gripper_segments(grasp.width_m, finger_length_m).reshape(-1, 3)]
+                         for p in gripper_segments(grasp.width_m, finger_length_m).reshape(-1, 3)
+                         @ to_tool.T]
         markers.append(marker)
     return MarkerArray(markers=markers)
 

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo
+from std_srvs.srv import Trigger
 
+from grasp_fcn_ros.core.projection import quaternion_to_matrix
 from grasp_fcn_ros.ros_conversions import cloud_to_array, latency_from_message, LATENCY_STAGES
 
 from ros_harness import (
@@ -35,7 +37,7 @@ from scenes import box_on_plane, INTRINSICS
 
 DOMAIN_ID = unique_domain_id(__name__)
 FRAME = 'camera_depth_optical_frame'
-FRAME_NS, LATCHED_NS = '/frame', '/latched'
+FRAME_NS, LATCHED_NS, DEMAND_NS = '/frame', '/latched', '/demand'
 #: Start-up (torch + rclpy import, model load) and one frame, on a loaded 2-core machine.
 STARTUP_S = 180.0
 WAIT_S = 90.0
@@ -112,9 +114,12 @@ def processes(tmp_path_factory, random_model_path, client):
     frame = NodeProcess(folder / 'frame.log', DOMAIN_ID, dict(common, output_frame='base_link'),
                         namespace=FRAME_NS)
     latched = NodeProcess(folder / 'latched.log', DOMAIN_ID, common, namespace=LATCHED_NS)
-    yield {'main': main, 'frame': frame, 'latched': latched, 'failing': failing,
-           'folder': folder, 'latched_pub': latched_pub}
-    for process in (main, frame, latched):
+    demand = NodeProcess(folder / 'demand.log', DOMAIN_ID,
+                         dict(common, detection_mode='on_demand', detect_timeout=60.0),
+                         namespace=DEMAND_NS)
+    yield {'main': main, 'frame': frame, 'latched': latched, 'demand': demand,
+           'failing': failing, 'folder': folder, 'latched_pub': latched_pub}
+    for process in (main, frame, latched, demand):
         process.stop()
     for process in failing.values():
         if process.poll() is None:
@@ -222,8 +227,117 @@ def test_latency_carries_the_frame_header(detector, client):
     assert stages['total'] >= stages['inference']
 
 
+# --- gripper geometry -------------------------------------------------------------------------
+
+def expected_tool(p, mode, offset_m):
+    """The tool pose of a published grasp, worked out from its pixel, its angle and the camera:
+    (position, closing direction, approach direction) in the camera frame. The surface under
+    the grasp is the table (0.70 m) or the box top (0.65 m): the one nearer the published
+    position is taken."""
+    ray = np.array([(p['u'] - INTRINSICS.cx) / INTRINSICS.fx,
+                    (p['v'] - INTRINSICS.cy) / INTRINSICS.fy, 1.0])
+    du, dv = np.cos(p['angle']), -np.sin(p['angle'])
+    along = np.array([du / INTRINSICS.fx, dv / INTRINSICS.fy, 0.0])
+    if mode == 'camera_ray':
+        approach = ray / np.linalg.norm(ray)
+        closing = along - np.dot(along, approach) * approach
+    else:  # top_down without output_frame: along the optical axis
+        approach = np.array([0.0, 0.0, 1.0])
+        closing = along
+    closing /= np.linalg.norm(closing)
+    published = np.array([p['x'], p['y'], p['z']])
+    position = min((ray * z + offset_m * approach for z in (0.65, 0.70)),
+                   key=lambda c: np.linalg.norm(c - published))
+    return position, closing, approach
+
+
+@pytest.mark.parametrize('convention, mode', [
+    (('y', 'z'), 'camera_ray'), (('x', 'z'), 'top_down'), (('y', 'z'), 'top_down')],
+    ids=['franka-camera-ray', 'default-top-down', 'franka-top-down'])
+def test_tool_pose_for_gripper_conventions_and_approach_modes(detector, client, convention,
+                                                               mode):
+    closing_axis, approach_axis = convention
+    offset = 0.02
+    settings = {'gripper_closing_axis': closing_axis, 'gripper_approach_axis': approach_axis,
+                'approach_mode': mode, 'grasp_depth_offset': offset}
+    results = client.set_parameters(detector.node_name, settings)
+    assert all(r.successful for r in results), [r.reason for r in results]
+    try:
+        depth, info = good_frame()
+        out = detector.serve(depth, info, WAIT_S)
+    finally:
+        results = client.set_parameters(detector.node_name, {
+            'gripper_closing_axis': 'x', 'gripper_approach_axis': 'z',
+            'approach_mode': 'camera_ray', 'grasp_depth_offset': 0.0})
+        assert all(r.successful for r in results), [r.reason for r in results]
+    points = cloud_to_array(out['grasp_details'][0])
+    assert points.size >= 1
+    index = {'x': 0, 'y': 1, 'z': 2}
+    for pose, p in zip(out['grasps'][0].poses, points):
+        position, closing, approach = expected_tool(p, mode, offset)
+        np.testing.assert_allclose([pose.position.x, pose.position.y, pose.position.z],
+                                   position, atol=1e-4)
+        r = quaternion_to_matrix([pose.orientation.x, pose.orientation.y, pose.orientation.z,
+                                  pose.orientation.w])
+        # the jaws close along the named axis (either way round), the named axis approaches
+        assert abs(np.dot(r[:, index[closing_axis]], closing)) > 1 - 1e-4, (r, closing)
+        np.testing.assert_allclose(r[:, index[approach_axis]], approach, atol=1e-4)
+    glyph = out['markers'][0].markers[1]  # fingers drawn across the closing axis
+    finger_axis = index[closing_axis]
+    assert len({round(q.x if finger_axis == 0 else q.y, 6) for q in glyph.points}) >= 2
+
+
+def test_grasps_wider_than_the_gripper_are_dropped(detector, client):
+    (result,) = client.set_parameters(detector.node_name, {'gripper_max_opening': 0.001})
+    assert result.successful, result.reason
+    try:
+        depth, info = good_frame()
+        out = detector.serve(depth, info, WAIT_S)
+    finally:
+        (result,) = client.set_parameters(detector.node_name, {'gripper_max_opening': 1.0})
+        assert result.successful, result.reason
+    assert out['grasps'][0].poses == [] and out['grasp_details'][0].width == 0
+    (result,) = client.set_parameters(detector.node_name, {'gripper_approach_axis': 'x'})
+    assert not result.successful and 'must be different axes' in result.reason
+
+
+# --- on demand --------------------------------------------------------------------------------
+
+def test_on_demand_runs_only_the_next_frame_after_a_call(client, processes):
+    process = processes['demand']
+    topics = up(client, process, DEMAND_NS)
+    detect = client.node.create_client(Trigger, f'{topics.node_name}/detect')
+    assert client.wait_for(detect.service_is_ready, WAIT_S)
+    latency = topics.inbox['latency']
+
+    def idle_frames(count):
+        """Frames nobody asked for: received, never processed."""
+        for _ in range(count):
+            depth, info = good_frame()
+            topics.send(depth, info)
+            client.spin(0.3)
+        client.spin(2.0)  # absence check
+
+    idle_frames(3)
+    assert len(latency) == 0 and not any(len(inbox) for inbox in topics.inbox.values())
+    for calls in (1, 2):
+        future = detect.call_async(Trigger.Request())
+        depth, info = good_frame()
+        assert topics.send_until(depth, info, future.done, WAIT_S, resend_s=5.0), process.log()
+        answer = future.result()
+        stamp = depth.header.stamp
+        assert answer.success, answer.message
+        assert f'stamped {stamp.sec}.{stamp.nanosec:09d}' in answer.message, answer.message
+        assert 'grasps' in answer.message and 'best: quality' in answer.message
+        assert client.wait_for(lambda: topics.served(stamp) and latency.with_stamp(stamp),
+                               WAIT_S)
+        idle_frames(3)
+        assert len(latency) == calls, [m.header.stamp for m in latency.messages]
+        assert len(topics.inbox['grasps']) == calls
+
+
 def test_nodes_stop_cleanly(detector, processes):
-    for name in ('main', 'frame', 'latched'):
+    for name in ('main', 'frame', 'latched', 'demand'):
         process = processes[name]
         assert process.stop() == 0, process.log()
         assert 'Traceback' not in process.log(), process.log()
