@@ -39,11 +39,12 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from .core.backends import BACKENDS, create_backend, DEVICES
+from .core.backends import BACKENDS, create_backend, DEVICES, resolve_device
 from .core.depth import DepthError
 from .core.detector import DetectorConfig, GraspDetector
 from .core.geometry import GeometryError
 from .core.gripper import apply_gripper, APPROACH_MODES, AXES, GripperConfig, validate_gripper
+from .core.model import load_checkpoint
 from .core.postprocess import PostprocessConfig
 from .resources import default_model_path
 from .ros_conversions import (
@@ -338,6 +339,21 @@ def model_file(values):
     return values['model_path'] or default_model_path()
 
 
+def check_model(values):
+    """The quick checks of a model change, made before it is accepted: the device can be used by
+    the backend and the file is a readable checkpoint. Building the backend (moving the network
+    to the device, exporting it) is left to the loader thread.
+
+    :raises grasp_fcn_ros.core.model.ModelError: naming the cause.
+    """
+    if values['backend'] in ('torch', 'torch-channels-last'):
+        resolve_device(values['device'])
+    else:
+        from .core.export import exported_device
+        exported_device(values['backend'], values['device'])
+    load_checkpoint(model_file(values))
+
+
 def quality_in_source(quality, transform, width, height):
     """The network-resolution quality map placed back into the source image (0 outside)."""
     out = np.zeros((height, width), dtype=np.float32)
@@ -413,6 +429,10 @@ class GraspDetectorNode(Node):
         # (depth msg, perf_counter at receipt, DetectRequests it answers): the one-slot mailbox
         self._pending = None
         self._armed = []  # ~/detect requests waiting for the next depth frame
+        # parameter values whose model the loader thread is to load (the newest request wins)
+        self._reload = None
+        self._reload_wake = threading.Condition(self._lock)
+        self._loader = None
         self._stopping = False
         # camera_info messages: the newest, and the last few by stamp so a depth frame gets
         # the camera_info sent with it; read when a frame uses it, so that a depth_rectified
@@ -484,6 +504,9 @@ class GraspDetectorNode(Node):
         self._worker = threading.Thread(target=self._work, name='grasp_detector_worker',
                                         daemon=True)
         self._worker.start()
+        self._loader = threading.Thread(target=self._load_models, name='grasp_detector_loader',
+                                        daemon=True)
+        self._loader.start()
         self.get_logger().info(
             f"listening on '{self._depth_sub.topic_name}' and "
             f"'{self._info_sub.topic_name}' (model: "
@@ -511,11 +534,11 @@ class GraspDetectorNode(Node):
         if problem:
             self.get_logger().warning(f'parameter change rejected: {problem}')
             return SetParametersResult(successful=False, reason=problem)
-        backend = None
-        if any(name in changes and (changes[name] != current[name] or not has_model)
-               for name in MODEL_PARAMETERS):
+        reload = any(name in changes and (changes[name] != current[name] or not has_model)
+                     for name in MODEL_PARAMETERS)
+        if reload:
             try:
-                backend = self._load_backend(candidate)
+                check_model(candidate)
             except Exception as exc:  # reject, keep the old model
                 reason = (f"cannot load the grasp model '{model_file(candidate)}': {exc}; "
                           'keeping the current model')
@@ -533,13 +556,39 @@ class GraspDetectorNode(Node):
         with self._lock:
             self._values = candidate
             self._config = detector_config(candidate)
-            if backend is not None:
-                self._backend, self._model_error = backend, None
+            if reload:  # loaded off the executor; the current model serves until the swap
+                self._reload = dict(candidate)
+                self._reload_wake.notify()
         described = ', '.join(f'{k}={v!r}' for k, v in changes.items())
-        if backend is not None:
-            described += f' (model {model_file(candidate)}: {self._describe_backend(backend)})'
+        if reload:
+            described += (f' (model {model_file(candidate)} loading in the background; the '
+                          'current model serves until it is ready)')
         self.get_logger().info(f'parameters changed: {described}; applied from the next frame')
         return SetParametersResult(successful=True)
+
+    def _load_models(self):
+        """Loader thread: builds the backend of an accepted model change, then swaps it in."""
+        while True:
+            with self._reload_wake:
+                while self._reload is None and not self._stopping:
+                    self._reload_wake.wait()
+                if self._stopping:
+                    return
+                values, self._reload = self._reload, None
+            started = time.monotonic()
+            try:
+                backend = self._load_backend(values)
+            except Exception as exc:  # checked before, so rare: keep the current model
+                self.get_logger().error(
+                    f"cannot load the grasp model '{model_file(values)}': {exc}; keeping the "
+                    'current model')
+                continue
+            with self._lock:
+                self._backend, self._model_error = backend, None
+            self.get_logger().info(
+                f'grasp model loaded in {time.monotonic() - started:.1f} s: '
+                f'{model_file(values)} ({self._describe_backend(backend)}), serving from the '
+                'next frame')
 
     # --- callbacks: store the newest message only ---------------------------------------------
 
@@ -777,13 +826,16 @@ class GraspDetectorNode(Node):
     def destroy_node(self):
         """Stop the worker (after the frame in progress) and destroy the node; safe on a node
         whose constructor failed half-way."""
-        worker = getattr(self, '_worker', None)
-        if worker is not None:
+        threads = [t for t in (getattr(self, '_worker', None), getattr(self, '_loader', None))
+                   if t is not None]
+        if threads:
             with self._wake:
                 self._stopping = True
                 self._wake.notify_all()
-            if worker.is_alive() and worker is not threading.current_thread():
-                worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
+                self._reload_wake.notify_all()
+        for thread in threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout=WORKER_JOIN_TIMEOUT_S)
         return super().destroy_node()
 
 

@@ -32,6 +32,7 @@ from ros_harness import (
     RosClient,
     StampCounter,
     unique_domain_id,
+    wait_for_log,
 )
 from scenes import box_on_plane, INTRINSICS
 
@@ -334,6 +335,38 @@ def test_on_demand_runs_only_the_next_frame_after_a_call(client, processes):
         idle_frames(3)
         assert len(latency) == calls, [m.header.stamp for m in latency.messages]
         assert len(topics.inbox['grasps']) == calls
+
+
+# --- model reload -----------------------------------------------------------------------------
+
+def test_model_reload_keeps_serving_and_swaps_to_the_new_model(detector, client, processes):
+    import torch
+
+    from grasp_fcn_ros.core.model import GraspFCN, save_checkpoint
+
+    torch.manual_seed(1)
+    second = str(processes['folder'] / 'second.pt')
+    save_checkpoint(second, GraspFCN().eval(), {'trained': False})
+    process = detector.process
+
+    def qualities():
+        depth, info = good_frame()  # the same scene each time, a new stamp
+        points = cloud_to_array(detector.serve(depth, info, WAIT_S)['grasp_details'][0])
+        return np.sort(points['quality'])
+
+    before = qualities()
+    start = process.log_offset()
+    (result,) = client.set_parameters(detector.node_name, {'model_path': second})
+    assert result.successful, result.reason
+    # the answer came before the model was built: the load runs off the executor, which still
+    # serves the parameter services, and the worker still serves frames with the old model
+    assert 'grasp model loaded' not in process.log(start), process.log(start)
+    assert client.get_parameters(detector.node_name, ['model_path']) == {'model_path': second}
+    qualities()
+    assert wait_for_log(client, process, 'grasp model loaded', start, WAIT_S), process.log(start)
+    assert second in process.log(start)
+    after = qualities()
+    assert before.shape != after.shape or not np.allclose(before, after), (before, after)
 
 
 def test_nodes_stop_cleanly(detector, processes):
