@@ -511,8 +511,8 @@ class _Publisher:
         from geometry_msgs.msg import PoseArray
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image
-        from std_msgs.msg import Float32MultiArray, Header
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+        from std_msgs.msg import Header
 
         from .ros_conversions import (
             camera_info_from_intrinsics,
@@ -531,7 +531,7 @@ class _Publisher:
         self.node_latency = []
         self.node.create_subscription(PoseArray, '/grasp_detector/grasps', self._on_grasps,
                                       reliable)
-        self.node.create_subscription(Float32MultiArray, '/grasp_detector/latency',
+        self.node.create_subscription(PointCloud2, '/grasp_detector/latency',
                                       self._on_latency, reliable)
         self.images, self.infos = [], []
         header = Header(frame_id=FRAME_ID)

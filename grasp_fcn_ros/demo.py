@@ -250,7 +250,6 @@ class Player:
         from rclpy.node import Node
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-        from std_msgs.msg import Float32MultiArray
 
         self.process, self.log_path = process, log_path
         self.node = Node('grasp_fcn_demo')
@@ -274,7 +273,7 @@ class Player:
                                           self._store('details'), qos),
             self.node.create_subscription(PoseStamped, f'{base}/best_grasp',
                                           self._store('best'), qos),
-            self.node.create_subscription(Float32MultiArray, f'{base}/latency',
+            self.node.create_subscription(PointCloud2, f'{base}/latency',
                                           self._store('latency'), qos),
         ]
 

@@ -2,14 +2,18 @@
 
 Subscribes to ``depth`` (sensor_msgs/Image), ``camera_info`` and optionally ``color``; publishes
 ``~/grasps``, ``~/best_grasp``, ``~/grasp_details``, ``~/markers``, ``~/latency`` and, on
-demand, ``~/quality_image`` and ``~/debug_image``. Callbacks only store the newest message; a
-worker thread runs the detector on the newest depth frame, so a slow model skips frames instead
-of building a queue. A depth frame is paired with the camera_info of the same stamp when one
-arrived, else with the newest. All the maths lives in :mod:`grasp_fcn_ros.core`.
+demand, ``~/quality_image`` and ``~/debug_image``; serves ``~/detect`` (std_srvs/Trigger).
+Callbacks only store the newest message; a worker thread runs the detector on the newest depth
+frame, so a slow model skips frames instead of building a queue (with ``detection_mode:
+on_demand``, only on the next frame after a ``~/detect`` call). The published poses are tool
+poses of the configured gripper (:mod:`grasp_fcn_ros.core.gripper`). A depth frame is paired
+with the camera_info of the same stamp when one arrived, else with the newest. All the maths
+lives in :mod:`grasp_fcn_ros.core`.
 """
 
 from collections import deque, OrderedDict
 from dataclasses import dataclass
+import sys
 import threading
 import time
 import traceback
@@ -24,18 +28,25 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from std_msgs.msg import Float32MultiArray
+from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from .core.backends import BACKENDS, create_backend, DEVICES
+from .core.backends import BACKENDS, create_backend, DEVICES, resolve_device
 from .core.depth import DepthError
 from .core.detector import DetectorConfig, GraspDetector
 from .core.geometry import GeometryError
+from .core.gripper import apply_gripper, APPROACH_MODES, AXES, GripperConfig, validate_gripper
+from .core.model import load_checkpoint
 from .core.postprocess import PostprocessConfig
+from .core.scale import SCALE_MODES, SCENE_DEPTH_STATISTICS
 from .resources import default_model_path
 from .ros_conversions import (
     depth_from_image,
@@ -53,7 +64,7 @@ from .ros_conversions import (
     quality_color,
     rgb_from_image,
 )
-from .transforms import create_tf_lookup, transform_grasps, TransformError
+from .transforms import create_tf_lookup, TF_TIMEOUT_S, transform_grasps, TransformError
 
 NODE_NAME = 'grasp_detector'
 
@@ -65,6 +76,8 @@ WORKER_JOIN_TIMEOUT_S = 10.0
 STATS_TIMER_PERIOD_S = 0.5
 #: camera_info messages kept to pair a depth frame with the one of the same stamp.
 CAMERA_INFO_HISTORY = 10
+#: Period of the check of what the camera_info publishers offer, seconds.
+CAMERA_INFO_QOS_CHECK_PERIOD_S = 1.0
 
 #: ``image_reliability`` values -> QoS reliability of the image subscriptions.
 RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
@@ -78,17 +91,33 @@ def image_qos(reliability='best_effort'):
                       depth=1, durability=DurabilityPolicy.VOLATILE)
 
 
-#: camera_info: best effort + volatile also match reliable and transient-local (latched)
-#: publishers, so any camera driver connects; it is sent with every frame, a lost one is
-#: replaced by the next.
+#: camera_info: best effort + volatile match every publisher, so any camera driver connects; a
+#: driver sends it with every frame, a lost one is replaced by the next. This subscription
+#: never receives what was published before it matched, though.
 CAMERA_INFO_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT,
                              history=HistoryPolicy.KEEP_LAST, depth=5,
                              durability=DurabilityPolicy.VOLATILE)
+#: The second camera_info subscription, made while a publisher offers reliable +
+#: transient-local (a camera_info published once, "latched"): it receives the message that
+#: publisher sent before. Requesting it of other publishers would be an incompatible QoS.
+LATCHED_CAMERA_INFO_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
+                                     history=HistoryPolicy.KEEP_LAST, depth=1,
+                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 #: Outputs: reliable serves both reliable and best-effort subscribers (RViz, controllers).
 OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                         depth=5)
 IMAGE_OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
                               history=HistoryPolicy.KEEP_LAST, depth=1)
+
+#: Approach of ``approach_mode: top_down``: -Z of output_frame (down, REP 103), or, when the
+#: grasps stay in the camera's optical frame, its optical axis (a camera looking down).
+DOWN_IN_OUTPUT_FRAME = (0.0, 0.0, -1.0)
+OPTICAL_AXIS = (0.0, 0.0, 1.0)
+
+DETECTION_MODES = ('continuous', 'on_demand')
+#: Threads of the node's executor: the ~/detect service waits in one while others serve the
+#: subscriptions, timers and parameter services.
+EXECUTOR_THREADS = 4
 
 #: Parameters whose change reloads the model.
 MODEL_PARAMETERS = ('model_path', 'device', 'backend')
@@ -147,9 +176,17 @@ PARAMETERS = {
         True, 'the depth image is rectified (aligned_depth_to_color, image_rect): pixels map '
         "through camera_info's P (K when P is all zero); false = a raw image: pixels are "
         'undistorted with D (plumb_bob, rational_polynomial or equidistant) and map through K'),
+    'scale_mode': ParameterSpec(
+        _CORE.scale_mode, 'metric: the crop side follows the focal length and the scene depth so '
+        'that objects reach the network at the scale of its training data (models that record '
+        'it); pixels: crop_size', constraints=f"one of {', '.join(SCALE_MODES)}"),
+    'scene_depth_statistic': ParameterSpec(
+        _CORE.scene_depth_statistic, 'scene depth of metric mode: a statistic of the valid '
+        'depth in the crop', constraints=f"one of {', '.join(SCENE_DEPTH_STATISTICS)}"),
     'crop_size': ParameterSpec(
         _CORE.crop_size_px, 'side of the square window cut from the depth image and resized '
-        'to the network input, source pixels; 0 = the largest centred square', (0, 8192)),
+        'to the network input, source pixels; 0 = the largest centred square. Used in pixels '
+        'scale mode, and in metric mode with a model that records no scale', (0, 8192)),
     'crop_offset_x': ParameterSpec(
         _CORE.crop_offset_x_px, 'shift of the window centre to the right, source pixels',
         (-8192, 8192)),
@@ -186,7 +223,38 @@ PARAMETERS = {
         'source pixels', (0, 50)),
     'output_frame': ParameterSpec(
         '', "frame of the published grasps; '' = the depth camera's frame, else transformed "
-        'through tf2'),
+        'through tf2: a frame without a transform (or without tf2_ros) publishes nothing and '
+        'says why'),
+    'tf_timeout': ParameterSpec(
+        TF_TIMEOUT_S, 'how long the transform into output_frame may be waited for, per frame, '
+        'seconds', (0.0, 10.0)),
+    'gripper_min_opening': ParameterSpec(
+        0.0, 'smallest opening of the gripper, metres; narrower grasps are dropped',
+        (0.0, 2.0)),
+    'gripper_max_opening': ParameterSpec(
+        1.0, 'largest opening of the gripper, metres; wider grasps are dropped (not clipped). '
+        'A Franka Hand opens 0.08', (0.0, 2.0)),
+    'grasp_depth_offset': ParameterSpec(
+        0.0, 'tool centre point moved this far along the approach from the object surface, '
+        'metres (positive = into the object)', (-0.5, 0.5)),
+    'gripper_closing_axis': ParameterSpec(
+        'x', 'axis of the published pose along which the jaws close (a Franka Hand: y)',
+        constraints=f"one of {', '.join(AXES)}"),
+    'gripper_approach_axis': ParameterSpec(
+        'z', 'axis of the published pose pointing from the gripper towards the object',
+        constraints=f"one of {', '.join(AXES)}, not the closing axis"),
+    'approach_mode': ParameterSpec(
+        'camera_ray', 'camera_ray = approach along the camera ray through the grasp; '
+        'top_down = along -Z of output_frame (along the optical axis when output_frame is '
+        "''), the closing direction laid into the plane normal to it",
+        constraints=f"one of {', '.join(APPROACH_MODES)}"),
+    'detection_mode': ParameterSpec(
+        'continuous', 'continuous = every depth frame the node can keep up with; on_demand = '
+        'only the next frame after a ~/detect call (no inference in between)',
+        constraints=f"one of {', '.join(DETECTION_MODES)}"),
+    'detect_timeout': ParameterSpec(
+        10.0, 'how long a ~/detect call waits for the next depth frame to be processed, '
+        'seconds', (0.1, 600.0)),
     'publish_debug_images': ParameterSpec(
         False, 'publish ~/quality_image and ~/debug_image even when nobody subscribes'),
     'image_reliability': ParameterSpec(
@@ -202,6 +270,27 @@ PARAMETERS = {
 
 #: name -> default value, the single source of the defaults.
 DEFAULTS = {name: spec.default for name, spec in PARAMETERS.items()}
+
+
+class StartupError(RuntimeError):
+    """Raised by the node's constructor when it cannot run with the settings it was given."""
+
+
+def float_parameters():
+    """Names of the parameters whose type is float (an integer is accepted for them)."""
+    return {name for name, spec in PARAMETERS.items() if isinstance(spec.default, float)}
+
+
+def coerce_parameter(parameter):
+    """``parameter`` with an integer value turned into a float when the parameter is a float
+    one (``-p min_depth:=0``, ``max_depth: 5`` in a YAML file); else ``parameter`` itself.
+
+    :param parameter: an rclpy :class:`~rclpy.parameter.Parameter`.
+    """
+    if (parameter.name in float_parameters()
+            and parameter.type_ == Parameter.Type.INTEGER):
+        return Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+    return parameter
 
 
 def validate_settings(values):
@@ -222,7 +311,27 @@ def validate_settings(values):
                 f"{', '.join(RELIABILITY)})")
     if values['backend'] not in BACKENDS:
         return f"unknown backend '{values['backend']}' (expected one of {', '.join(BACKENDS)})"
-    return None
+    if values['scale_mode'] not in SCALE_MODES:
+        return (f"unknown scale_mode '{values['scale_mode']}' (expected one of "
+                f"{', '.join(SCALE_MODES)})")
+    if values['scene_depth_statistic'] not in SCENE_DEPTH_STATISTICS:
+        return (f"unknown scene_depth_statistic '{values['scene_depth_statistic']}' (expected "
+                f"one of {', '.join(SCENE_DEPTH_STATISTICS)})")
+    if values['detection_mode'] not in DETECTION_MODES:
+        return (f"unknown detection_mode '{values['detection_mode']}' (expected one of "
+                f"{', '.join(DETECTION_MODES)})")
+    return validate_gripper(gripper_config(values))
+
+
+def gripper_config(values):
+    """The core :class:`GripperConfig` of a dict of parameter values."""
+    return GripperConfig(
+        min_opening_m=float(values['gripper_min_opening']),
+        max_opening_m=float(values['gripper_max_opening']),
+        depth_offset_m=float(values['grasp_depth_offset']),
+        closing_axis=str(values['gripper_closing_axis']),
+        approach_axis=str(values['gripper_approach_axis']),
+        approach_mode=str(values['approach_mode']))
 
 
 def detector_config(values):
@@ -237,12 +346,28 @@ def detector_config(values):
         crop_size_px=int(values['crop_size']), crop_offset_x_px=int(values['crop_offset_x']),
         crop_offset_y_px=int(values['crop_offset_y']), min_depth_m=float(values['min_depth']),
         max_depth_m=float(values['max_depth']), depth_radius_px=int(values['depth_radius']),
-        postprocess=post)
+        postprocess=post, scale_mode=str(values['scale_mode']),
+        scene_depth_statistic=str(values['scene_depth_statistic']))
 
 
 def model_file(values):
     """The checkpoint path a set of parameter values asks for."""
     return values['model_path'] or default_model_path()
+
+
+def check_model(values):
+    """The quick checks of a model change, made before it is accepted: the device can be used by
+    the backend and the file is a readable checkpoint. Building the backend (moving the network
+    to the device, exporting it) is left to the loader thread.
+
+    :raises grasp_fcn_ros.core.model.ModelError: naming the cause.
+    """
+    if values['backend'] in ('torch', 'torch-channels-last'):
+        resolve_device(values['device'])
+    else:
+        from .core.export import exported_device
+        exported_device(values['backend'], values['device'])
+    load_checkpoint(model_file(values))
 
 
 def quality_in_source(quality, transform, width, height):
@@ -284,6 +409,30 @@ def render_overlay(base_rgb, detection):
     return image
 
 
+class DetectRequest:
+    """One ``~/detect`` call: set done once the frame it was given to is processed."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.success, self.message = False, ''
+
+    def finish(self, success, message):
+        self.success, self.message = bool(success), str(message)
+        self.done.set()
+
+
+def grasp_summary(grasps, header):
+    """One line on a frame's grasps, for the answer of ``~/detect``."""
+    stamp = f'{header.stamp.sec}.{header.stamp.nanosec:09d}'
+    if not grasps:
+        return f'0 grasps in the depth frame stamped {stamp} (none above q_threshold)'
+    best = grasps[0]
+    x, y, z = (float(c) for c in best.position_m)
+    return (f"{len(grasps)} grasps in the depth frame stamped {stamp}, frame "
+            f"'{header.frame_id}'; best: quality {best.quality:.2f} at ({x:.3f}, {y:.3f}, "
+            f'{z:.3f}) m, width {best.width_m:.3f} m')
+
+
 class GraspDetectorNode(Node):
     """Detects grasps in the newest depth frame and publishes them as poses and markers.
 
@@ -293,10 +442,18 @@ class GraspDetectorNode(Node):
     """
 
     def __init__(self, tf_lookup=None, **kwargs):
+        # set before anything can fail: destroy_node() reads them even for a half-built node
+        self._worker = None
         super().__init__(NODE_NAME, **kwargs)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._pending = None  # (depth msg, perf_counter at receipt): the one-slot mailbox
+        # (depth msg, perf_counter at receipt, DetectRequests it answers): the one-slot mailbox
+        self._pending = None
+        self._armed = []  # ~/detect requests waiting for the next depth frame
+        # parameter values whose model the loader thread is to load (the newest request wins)
+        self._reload = None
+        self._reload_wake = threading.Condition(self._lock)
+        self._loader = None
         self._stopping = False
         # camera_info messages: the newest, and the last few by stamp so a depth frame gets
         # the camera_info sent with it; read when a frame uses it, so that a depth_rectified
@@ -305,15 +462,22 @@ class GraspDetectorNode(Node):
         self._camera_infos = OrderedDict()
         self._color_msg = None
         self._reported = {}
-        self._stats = {'totals': deque(), 'skipped': 0, 'since': time.monotonic(),
-                       'quiet': False}
+        self._stats = {'totals': deque(), 'skipped': 0, 'ignored': 0,
+                       'since': time.monotonic(), 'quiet': False}
 
+        # -p min_depth:=0 and `max_depth: 5` are integers: taken as floats, at start-up (the
+        # overrides, which declare_parameter does not pass through pre-set callbacks) and later
+        overrides = getattr(self, '_parameter_overrides', {})
+        for name in float_parameters() & set(overrides):
+            overrides[name] = coerce_parameter(overrides[name])
+        self.add_pre_set_parameters_callback(
+            lambda parameters: [coerce_parameter(p) for p in parameters])
         for name, spec in PARAMETERS.items():
             self.declare_parameter(name, spec.default, spec.descriptor())
         self._values = {name: self.get_parameter(name).value for name in PARAMETERS}
         problem = validate_settings(self._values)
         if problem:
-            self.get_logger().error(f'invalid parameters: {problem}')
+            raise StartupError(f'invalid parameters: {problem}')
         self._config = detector_config(self._values)
         self._backend, self._model_error = None, None
         try:
@@ -323,12 +487,15 @@ class GraspDetectorNode(Node):
             self.get_logger().error(
                 f'{self._model_error}. The node stays up without a model; set model_path to a '
                 'valid checkpoint.')
-        self._tf = tf_lookup
+        self._tf, self._tf_error = tf_lookup, None
         if self._tf is None and self._values['output_frame']:
             try:
-                self._tf = create_tf_lookup(self)
+                self._tf = create_tf_lookup(self, self._values['tf_timeout'])
             except TransformError as exc:
-                self.get_logger().error(f'{exc}; grasps are published in the camera frame')
+                self._tf_error = str(exc)
+                self.get_logger().error(
+                    f"{exc}. Nothing is published until output_frame is '' or tf2_ros is "
+                    'available.')
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._best_pub = self.create_publisher(PoseStamped, '~/best_grasp', OUTPUT_QOS)
@@ -337,20 +504,30 @@ class GraspDetectorNode(Node):
         self._markers_pub = self.create_publisher(MarkerArray, '~/markers', OUTPUT_QOS)
         self._quality_pub = self.create_publisher(Image, '~/quality_image', IMAGE_OUTPUT_QOS)
         self._debug_pub = self.create_publisher(Image, '~/debug_image', IMAGE_OUTPUT_QOS)
-        self._latency_pub = self.create_publisher(Float32MultiArray, '~/latency', OUTPUT_QOS)
+        self._latency_pub = self.create_publisher(PointCloud2, '~/latency', OUTPUT_QOS)
 
         # camera_info first: when both are ready at once, the executor serves it before depth
         self._info_sub = self.create_subscription(CameraInfo, 'camera_info',
                                                   self._on_camera_info, CAMERA_INFO_QOS)
+        self._latched_info_sub = None
+        self._match_camera_info_qos()
+        self._info_qos_timer = self.create_timer(CAMERA_INFO_QOS_CHECK_PERIOD_S,
+                                                 self._match_camera_info_qos)
         qos = image_qos(self._values['image_reliability']
                         if self._values['image_reliability'] in RELIABILITY else 'best_effort')
         self._depth_sub = self.create_subscription(Image, 'depth', self._on_depth, qos)
         self._color_sub = self.create_subscription(Image, 'color', self._on_color, qos)
         self._stats_timer = self.create_timer(STATS_TIMER_PERIOD_S, self._log_stats)
+        # its own callback group: it waits for a frame that the depth callback must deliver
+        self._detect_srv = self.create_service(Trigger, '~/detect', self._on_detect,
+                                               callback_group=MutuallyExclusiveCallbackGroup())
 
         self._worker = threading.Thread(target=self._work, name='grasp_detector_worker',
                                         daemon=True)
         self._worker.start()
+        self._loader = threading.Thread(target=self._load_models, name='grasp_detector_loader',
+                                        daemon=True)
+        self._loader.start()
         self.get_logger().info(
             f"listening on '{self._depth_sub.topic_name}' and "
             f"'{self._info_sub.topic_name}' (model: "
@@ -364,7 +541,10 @@ class GraspDetectorNode(Node):
 
     @staticmethod
     def _describe_backend(backend):
-        return f'{backend.name} on {backend.device}'
+        scale = float(getattr(backend.config, 'metres_per_pixel', 0.0) or 0.0)
+        scale_text = (f'trained at {1e3 * scale:.3f} mm per network pixel' if scale > 0 else
+                      'no recorded training scale: scale_mode metric uses crop_size')
+        return f'{backend.name} on {backend.device}, {scale_text}'
 
     def _on_set_parameters(self, parameters):
         changes = {p.name: p.value for p in parameters if p.name in PARAMETERS}
@@ -378,11 +558,11 @@ class GraspDetectorNode(Node):
         if problem:
             self.get_logger().warning(f'parameter change rejected: {problem}')
             return SetParametersResult(successful=False, reason=problem)
-        backend = None
-        if any(name in changes and (changes[name] != current[name] or not has_model)
-               for name in MODEL_PARAMETERS):
+        reload = any(name in changes and (changes[name] != current[name] or not has_model)
+                     for name in MODEL_PARAMETERS)
+        if reload:
             try:
-                backend = self._load_backend(candidate)
+                check_model(candidate)
             except Exception as exc:  # reject, keep the old model
                 reason = (f"cannot load the grasp model '{model_file(candidate)}': {exc}; "
                           'keeping the current model')
@@ -390,30 +570,82 @@ class GraspDetectorNode(Node):
                 return SetParametersResult(successful=False, reason=reason)
         if changes.get('output_frame') and self._tf is None:
             try:
-                self._tf = create_tf_lookup(self)
+                self._tf = create_tf_lookup(self, candidate['tf_timeout'])
             except TransformError as exc:
                 self.get_logger().warning(f'parameter change rejected: {exc}')
                 return SetParametersResult(successful=False, reason=str(exc))
+            self._tf_error = None
+        if self._tf is not None:
+            self._tf.timeout_s = float(candidate['tf_timeout'])
         with self._lock:
             self._values = candidate
             self._config = detector_config(candidate)
-            if backend is not None:
-                self._backend, self._model_error = backend, None
+            if reload:  # loaded off the executor; the current model serves until the swap
+                self._reload = dict(candidate)
+                self._reload_wake.notify()
         described = ', '.join(f'{k}={v!r}' for k, v in changes.items())
-        if backend is not None:
-            described += f' (model {model_file(candidate)}: {self._describe_backend(backend)})'
+        if reload:
+            described += (f' (model {model_file(candidate)} loading in the background; the '
+                          'current model serves until it is ready)')
         self.get_logger().info(f'parameters changed: {described}; applied from the next frame')
         return SetParametersResult(successful=True)
+
+    def _load_models(self):
+        """Loader thread: builds the backend of an accepted model change, then swaps it in."""
+        while True:
+            with self._reload_wake:
+                while self._reload is None and not self._stopping:
+                    self._reload_wake.wait()
+                if self._stopping:
+                    return
+                values, self._reload = self._reload, None
+            started = time.monotonic()
+            try:
+                backend = self._load_backend(values)
+            except Exception as exc:  # checked before, so rare: keep the current model
+                self.get_logger().error(
+                    f"cannot load the grasp model '{model_file(values)}': {exc}; keeping the "
+                    'current model')
+                continue
+            with self._lock:
+                self._backend, self._model_error = backend, None
+            self.get_logger().info(
+                f'grasp model loaded in {time.monotonic() - started:.1f} s: '
+                f'{model_file(values)} ({self._describe_backend(backend)}), serving from the '
+                'next frame')
 
     # --- callbacks: store the newest message only ---------------------------------------------
 
     def _on_depth(self, msg):
         received = time.perf_counter()
         with self._wake:
-            if self._pending is not None:
+            requests, self._armed = self._armed, []
+            if self._values['detection_mode'] == 'on_demand' and not requests:
+                self._stats['ignored'] += 1  # nobody asked: no inference
+                return
+            if self._pending is not None:  # replaced by this newer frame, with its requests
                 self._stats['skipped'] += 1
-            self._pending = (msg, received)
+                requests = self._pending[2] + requests
+            self._pending = (msg, received, requests)
             self._wake.notify()
+
+    def _on_detect(self, _request, response):
+        """``~/detect``: run the detector on the next depth frame and answer with a summary
+        (waits up to ``detect_timeout`` s for that frame; the outputs are published as usual)."""
+        request = DetectRequest()
+        with self._lock:
+            self._armed.append(request)
+            timeout_s = float(self._values['detect_timeout'])
+        if not request.done.wait(timeout_s):
+            with self._lock:
+                if request in self._armed:
+                    self._armed.remove(request)
+            response.success = False
+            response.message = (f"no depth frame on '{self._depth_sub.topic_name}' processed "
+                                 f'within detect_timeout ({timeout_s:g} s)')
+            return response
+        response.success, response.message = request.success, request.message
+        return response
 
     def _on_camera_info(self, msg):
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
@@ -423,6 +655,28 @@ class GraspDetectorNode(Node):
             self._camera_infos.move_to_end(key)
             while len(self._camera_infos) > CAMERA_INFO_HISTORY:
                 self._camera_infos.popitem(last=False)
+
+    def _match_camera_info_qos(self):
+        """Subscribe a second time with reliable + transient-local while a camera_info publisher
+        offers it (so a camera_info published once, before this node matched, still arrives);
+        drop that subscription when no such publisher is left."""
+        topic = self._info_sub.topic_name
+        latched = [info for info in self.get_publishers_info_by_topic(topic)
+                   if info.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+                   and info.qos_profile.reliability == ReliabilityPolicy.RELIABLE]
+        if latched and self._latched_info_sub is None:
+            # other publishers on the topic are incompatible with it: expected, not worth a
+            # warning (the best-effort subscription receives from them)
+            quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _event: None)
+            self._latched_info_sub = self.create_subscription(
+                CameraInfo, 'camera_info', self._on_camera_info, LATCHED_CAMERA_INFO_QOS,
+                event_callbacks=quiet)
+            self.get_logger().info(
+                f"a publisher of '{topic}' offers transient-local durability: subscribed "
+                'with reliable + transient-local too')
+        elif not latched and self._latched_info_sub is not None:
+            self.destroy_subscription(self._latched_info_sub)
+            self._latched_info_sub = None
 
     def _on_color(self, msg):
         with self._lock:
@@ -437,15 +691,25 @@ class GraspDetectorNode(Node):
                     self._wake.wait()
                 if self._stopping:
                     return
-                msg, received = self._pending
+                msg, received, requests = self._pending
                 self._pending = None
+            outcome = (False, 'the node is shutting down')
             try:
-                self._process(msg, received)
+                outcome = self._process(msg, received)
             except Exception as exc:  # a frame must never kill the worker
+                outcome = (False, f'frame failed unexpectedly: {exc!r}')
                 if self._stopping or not self.context.ok():
                     return
                 self._report('internal', f'frame failed unexpectedly: {exc!r}\n'
                              f'{traceback.format_exc()}', error=True)
+            finally:
+                for request in requests:
+                    request.finish(*outcome)
+
+    def _skip(self, key, text, error=False):
+        """Report why a frame is skipped (see :meth:`_report`); the outcome of that frame."""
+        self._report(key, text, error)
+        return False, text
 
     def _report(self, key, text, error=False):
         """Log a per-frame problem; the same text again within WARN_THROTTLE_S is dropped."""
@@ -468,44 +732,50 @@ class GraspDetectorNode(Node):
             model_error = self._model_error
         described = f'depth frame {msg.width}x{msg.height} {msg.encoding!r}'
         if backend is None:
-            self._report('model', f'{described} skipped: no grasp model loaded ({model_error})',
-                         error=True)
-            return
+            return self._skip('model', f'{described} skipped: no grasp model loaded '
+                              f'({model_error})', error=True)
         t0 = time.perf_counter()
         try:
             depth_m = depth_from_image(msg, values['depth_scale'])
         except DepthError as exc:
-            self._report('decode', f'{described} skipped: {exc}')
-            return
+            return self._skip('decode', f'{described} skipped: {exc}')
         t1 = time.perf_counter()
         if camera_info is None:
-            self._report('camera_info', f"{described} skipped: no camera_info received yet on "
-                         f"'{self._info_sub.topic_name}'")
-            return
+            return self._skip('camera_info', f'{described} skipped: no camera_info received '
+                              f"yet on '{self._info_sub.topic_name}'")
         try:
             intrinsics = intrinsics_from_camera_info(camera_info, values['depth_rectified'])
         except GeometryError as exc:
-            self._report('camera_info', f'{described} skipped: unusable camera_info: {exc}')
-            return
+            return self._skip('camera_info',
+                              f'{described} skipped: unusable camera_info: {exc}')
         info_frame = camera_info.header.frame_id
         try:
             detection = GraspDetector(backend, config).detect(depth_m, intrinsics)
         except (DepthError, GeometryError) as exc:
-            self._report('detect', f'{described} skipped: {exc}')
-            return
+            return self._skip('detect', f'{described} skipped: {exc}')
+        if detection.crop_clamped:
+            self._report('scale', f'{described}: the metric crop of {detection.wanted_crop_px} '
+                         f'px does not fit; clamped to {detection.transform.size} px, so objects '
+                         'reach the network smaller than the model was trained on')
         t2 = time.perf_counter()
         grasps = detection.grasps_3d
         frame_id = msg.header.frame_id or info_frame
         output_frame = values['output_frame']
-        if output_frame and output_frame != frame_id and self._tf is not None:
+        if output_frame and output_frame != frame_id and self._tf is None:
+            return self._skip('tf', f'{described} skipped: no grasps published, output_frame '
+                              f"'{output_frame}' cannot be served: {self._tf_error}",
+                              error=True)
+        if output_frame and output_frame != frame_id:
             try:
                 translation, rotation = self._tf.lookup(output_frame, frame_id,
                                                         msg.header.stamp)
             except TransformError as exc:
-                self._report('tf', f'{described} skipped: {exc}')
-                return
+                return self._skip('tf', f'{described} skipped: {exc}')
             grasps = transform_grasps(grasps, translation, rotation)
             frame_id = output_frame
+        gripper = gripper_config(values)
+        grasps = apply_gripper(grasps, gripper,
+                               DOWN_IN_OUTPUT_FRAME if output_frame else OPTICAL_AXIS)
         t3 = time.perf_counter()
 
         header = make_header(msg.header.stamp, frame_id)
@@ -513,7 +783,9 @@ class GraspDetectorNode(Node):
             self._best_pub.publish(grasp_to_pose_stamped(grasps[0], header))
         self._grasps_pub.publish(grasps_to_pose_array(grasps, header))
         self._details_pub.publish(grasps_to_cloud(grasps, header))
-        self._markers_pub.publish(grasps_to_markers(grasps, header))
+        self._markers_pub.publish(grasps_to_markers(
+            grasps, header, closing_axis=gripper.closing_axis,
+            approach_axis=gripper.approach_axis))
         self._publish_images(msg, depth_m, detection, values)
         t4 = time.perf_counter()
 
@@ -521,10 +793,11 @@ class GraspDetectorNode(Node):
                       total=(t4 - received) * 1e3)
         stages['projection'] = stages.get('projection', 0.0) + (t3 - t2) * 1e3  # + tf
         timings = {name: stages.get(name, 0.0) for name in LATENCY_STAGES}
-        self._latency_pub.publish(latency_message(timings))
+        self._latency_pub.publish(latency_message(timings, header))
         with self._lock:
             self._reported.clear()
             self._stats['totals'].append(timings['total'])
+        return True, grasp_summary(grasps, header)
 
     def _publish_images(self, msg, depth_m, detection, values):
         forced = values['publish_debug_images']
@@ -558,18 +831,19 @@ class GraspDetectorNode(Node):
             if period <= 0 or now - stats['since'] < period:
                 return
             totals = np.array(stats['totals'], dtype=np.float64)
-            skipped = stats['skipped']
+            skipped, ignored = stats['skipped'], stats['ignored']
             elapsed = now - stats['since']
             stats['totals'].clear()
-            stats['skipped'] = 0
+            stats['skipped'] = stats['ignored'] = 0
             stats['since'] = now
             was_quiet = stats['quiet']
             stats['quiet'] = totals.size == 0
         if totals.size == 0:
             if not was_quiet:
+                waiting = (f'{ignored} frames received, on demand: waiting for a ~/detect call'
+                           if ignored else f"waiting for '{self._depth_sub.topic_name}'")
                 self.get_logger().info(
-                    f"no frame processed in the last {elapsed:.1f} s (waiting for "
-                    f"'{self._depth_sub.topic_name}')")
+                    f'no frame processed in the last {elapsed:.1f} s ({waiting})')
             return
         p50, p99 = np.percentile(totals, [50.0, 99.0])
         self.get_logger().info(
@@ -578,28 +852,49 @@ class GraspDetectorNode(Node):
             f'{skipped} frames skipped for newer ones')
 
     def destroy_node(self):
-        with self._wake:
-            self._stopping = True
-            self._wake.notify_all()
-        if self._worker.is_alive() and self._worker is not threading.current_thread():
-            self._worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
+        """Stop the worker (after the frame in progress) and destroy the node; safe on a node
+        whose constructor failed half-way."""
+        threads = [t for t in (getattr(self, '_worker', None), getattr(self, '_loader', None))
+                   if t is not None]
+        if threads:
+            with self._wake:
+                self._stopping = True
+                self._wake.notify_all()
+                self._reload_wake.notify_all()
+        for thread in threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout=WORKER_JOIN_TIMEOUT_S)
         return super().destroy_node()
 
 
+#: Errors of a start with unusable parameters: the reason is logged, the exit code is 1.
+STARTUP_ERRORS = (StartupError, InvalidParameterTypeException, InvalidParameterValueException)
+
+
 def main(args=None):
-    """Entry point of ``ros2 run grasp_fcn detector``."""
+    """Entry point of ``ros2 run grasp_fcn detector``.
+
+    :returns: the process exit code: 0 after a normal shutdown, 1 when the node could not start
+        (the reason is logged).
+    """
     rclpy.init(args=args)
-    node = None
+    node, code = None, 0
     try:
         node = GraspDetectorNode()
-        rclpy.spin(node)
+        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except STARTUP_ERRORS as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {exc}')
+        code = 1
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    return code
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -12,11 +12,12 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
-from std_msgs.msg import ColorRGBA, Float32MultiArray, Header, MultiArrayDimension
+from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from .core.depth import decode_depth, encode_depth
 from .core.geometry import CameraIntrinsics
+from .core.gripper import axis_matrix
 
 #: Fields of ``~/grasp_details``, one float32 each, in this order (metres, quaternion xyzw,
 #: metres, [0, 1], radians in the image plane, source-image pixels).
@@ -312,7 +313,8 @@ def delete_all_marker(header, namespace=MARKER_NAMESPACE):
 
 
 def grasps_to_markers(grasps, header, finger_length_m=FINGER_LENGTH_M,
-                      line_width_m=MARKER_LINE_WIDTH_M, namespace=MARKER_NAMESPACE):
+                      line_width_m=MARKER_LINE_WIDTH_M, namespace=MARKER_NAMESPACE,
+                      closing_axis='x', approach_axis='z'):
     """MarkerArray: a DELETEALL first, then one gripper glyph (LINE_LIST) per grasp.
 
     Each glyph is drawn at the grasp's real width and coloured by its quality; marker ids
@@ -320,7 +322,11 @@ def grasps_to_markers(grasps, header, finger_length_m=FINGER_LENGTH_M,
 
     :param grasps: list of :class:`~grasp_fcn_ros.core.projection.Grasp3D`.
     :param header: std_msgs/Header to copy.
+    :param closing_axis: axis of the pose along which the jaws close (see
+        :data:`grasp_fcn_ros.core.gripper.AXES`).
+    :param approach_axis: axis of the pose pointing towards the object.
     """
+    to_tool = axis_matrix(closing_axis, approach_axis)
     markers = [delete_all_marker(header, namespace)]
     for i, grasp in enumerate(grasps):
         marker = Marker(header=make_header(header.stamp, header.frame_id), ns=namespace, id=i,
@@ -328,27 +334,36 @@ def grasps_to_markers(grasps, header, finger_length_m=FINGER_LENGTH_M,
                         color=quality_color(grasp.quality))
         marker.scale.x = float(line_width_m)
         marker.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2]))
-                         for p in gripper_segments(grasp.width_m, finger_length_m).reshape(-1, 3)]
+                         for p in gripper_segments(grasp.width_m, finger_length_m).reshape(-1, 3)
+                         @ to_tool.T]
         markers.append(marker)
     return MarkerArray(markers=markers)
 
 
 # --- latency ----------------------------------------------------------------------------------
 
-def latency_message(stages_ms):
-    """Float32MultiArray of per-stage milliseconds, labels comma separated in dim[0].label.
+def latency_message(stages_ms, header=None):
+    """PointCloud2 with a single point whose float32 fields are the per-stage milliseconds.
+
+    A cloud, not an array, so that the timings carry the header (stamp and frame) of the depth
+    frame they belong to; ``ros2 topic echo --field fields`` lists the stage names.
 
     :param stages_ms: mapping stage name -> milliseconds, in publication order.
+    :param header: std_msgs/Header to copy (the depth frame's); None = an empty header.
     """
     labels = list(stages_ms)
-    msg = Float32MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label=','.join(labels), size=len(labels),
-                                          stride=len(labels))]
-    msg.data = [float(stages_ms[name]) for name in labels]
-    return msg
+    fields = [PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+              for i, name in enumerate(labels)]
+    values = np.array([float(stages_ms[name]) for name in labels], dtype='<f4')
+    header = header or Header()
+    return PointCloud2(header=make_header(header.stamp, header.frame_id), height=1, width=1,
+                       fields=fields, is_bigendian=False, point_step=4 * len(labels),
+                       row_step=4 * len(labels), data=_bytes(values), is_dense=True)
 
 
 def latency_from_message(msg):
     """Inverse of :func:`latency_message`: a dict stage name -> milliseconds."""
-    labels = msg.layout.dim[0].label.split(',') if msg.layout.dim else []
-    return dict(zip(labels, (float(v) for v in msg.data)))
+    points = cloud_to_array(msg)
+    if points.size == 0:
+        return {}
+    return {name: float(points[name][0]) for name in points.dtype.names}

@@ -118,5 +118,9 @@ def transform_grasps(grasps, translation, quaternion):
     for grasp in grasps:
         position, orientation = transform_pose(translation, quaternion, grasp.position_m,
                                                grasp.quaternion)
-        moved.append(replace(grasp, position_m=position, quaternion=orientation))
+        jaw_axis = grasp.jaw_axis
+        if jaw_axis is not None:
+            jaw_axis = quaternion_to_matrix(quaternion) @ np.asarray(jaw_axis, np.float64)
+        moved.append(replace(grasp, position_m=position, quaternion=orientation,
+                             jaw_axis=jaw_axis))
     return moved

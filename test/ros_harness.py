@@ -25,7 +25,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from std_msgs.msg import Float32MultiArray, Header
+from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from grasp_fcn_ros.core.geometry import CameraIntrinsics, CORNELL_INTRINSICS
@@ -314,7 +314,7 @@ class DetectorTopics:
 
     #: output name -> message type, under ``<namespace>/grasp_detector/``.
     OUTPUTS = {'grasps': PoseArray, 'best_grasp': PoseStamped, 'grasp_details': PointCloud2,
-               'markers': MarkerArray, 'latency': Float32MultiArray}
+               'markers': MarkerArray, 'latency': PointCloud2}
 
     def __init__(self, client, namespace=''):
         self.client = client

@@ -14,8 +14,8 @@ import setuptools
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARE = 'share/grasp_fcn'
 
-EXEC_DEPENDS = ('rclpy', 'sensor_msgs', 'geometry_msgs', 'visualization_msgs', 'std_msgs',
-                'tf2_ros', 'python3-numpy', 'python3-opencv')
+EXEC_DEPENDS = ('rclpy', 'rcl_interfaces', 'sensor_msgs', 'geometry_msgs', 'visualization_msgs',
+                'std_msgs', 'std_srvs', 'tf2_ros', 'python3-numpy', 'python3-opencv')
 CONSOLE_SCRIPTS = {'detector': 'grasp_fcn_ros.node:main',
                    'grasp-fcn': 'grasp_fcn_ros.cli:main',
                    'demo': 'grasp_fcn_ros.demo:main'}
@@ -125,6 +125,7 @@ def test_package_xml_is_format_3_ament_python_with_the_runtime_depends(setup_kwa
     depends |= {e.text.strip() for e in root.findall('depend')}
     missing = set(EXEC_DEPENDS) - depends
     assert not missing, f'package.xml lacks exec_depend {sorted(missing)}'
+    assert 'rviz2' not in depends, 'rviz2 (Qt) must not be a hard run-time dependency'
     assert root.findtext('license')
     assert root.find('maintainer').get('email')
 

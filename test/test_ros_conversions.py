@@ -285,7 +285,8 @@ def test_quality_colour_goes_from_red_to_green():
 
 def test_latency_message_round_trip():
     stages = {'decode': 1.0, 'inference': 80.5, 'total': 90.25}
-    msg = latency_message(stages)
-    assert msg.layout.dim[0].label == 'decode,inference,total'
-    assert msg.layout.dim[0].size == 3
+    msg = latency_message(stages, HEADER)
+    assert [f.name for f in msg.fields] == ['decode', 'inference', 'total']
+    assert (msg.width, msg.height, msg.point_step) == (1, 1, 12)
+    assert msg.header == HEADER
     assert latency_from_message(msg) == stages

@@ -25,6 +25,8 @@ class Grasp3D:
     :param u: source-image column of the centre, pixels.
     :param v: source-image row of the centre, pixels.
     :param depth_m: depth used for the centre, metres.
+    :param jaw_axis: (3,) unit vector from one jaw contact point to the other (both at the
+        centre's depth), or None when unknown; not orthogonal to the camera ray in general.
     """
 
     position_m: np.ndarray
@@ -35,6 +37,7 @@ class Grasp3D:
     u: float
     v: float
     depth_m: float
+    jaw_axis: np.ndarray = None
 
     @property
     def rotation(self):
@@ -140,4 +143,5 @@ def project_grasp(grasp, depth_m, intrinsics, depth_radius_px=2, min_depth_m=0.0
         return None  # overflow with extreme intrinsics or width: no usable pose
     return Grasp3D(position_m=position, quaternion=quaternion,
                    width_m=width_m, quality=float(grasp.quality), angle=float(grasp.angle),
-                   u=float(grasp.u), v=float(grasp.v), depth_m=z)
+                   u=float(grasp.u), v=float(grasp.v), depth_m=z,
+                   jaw_axis=(jaws[1] - jaws[0]) / width_m if width_m > 0 else None)
