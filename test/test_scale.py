@@ -2,18 +2,30 @@
 trained size in network pixels whatever the camera distance."""
 
 from dataclasses import replace
+import json
+import os
 
 import numpy as np
 import pytest
+import torch
 
 from grasp_fcn_ros.core.detector import DetectorConfig, GraspDetector
 from grasp_fcn_ros.core.geometry import CameraIntrinsics, CropTransform
 from grasp_fcn_ros.core.grasp import Grasp2D
-from grasp_fcn_ros.core.model import ModelConfig
+from grasp_fcn_ros.core.model import (
+    load_model,
+    model_card_path,
+    ModelConfig,
+    save_random_checkpoint,
+)
 from grasp_fcn_ros.core.scale import metres_per_pixel, metric_crop, scene_depth
-from grasp_fcn_ros.training.dataset import CornellSample
+from grasp_fcn_ros.training.dataset import CornellSample, find_samples
 from grasp_fcn_ros.training.evaluate import zoomed_intrinsics, zoomed_sample
+from grasp_fcn_ros.training.train import TrainConfig, training_scale
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The real Cornell images the shipped model was trained on, beside the repository.
+CORNELL = os.path.join(os.path.dirname(ROOT), 'shared', 'data', 'cornell')
 #: The trained scale of these tests: 2 mm per network pixel.
 SCALE_M = 0.002
 
@@ -155,3 +167,28 @@ def test_zoomed_sample_is_what_a_longer_lens_sees():
     side = metric_crop(depth, camera, SCALE_M, 400)[0].size
     assert metric_crop(zoomed.depth_m, camera2, SCALE_M, 400)[0].size == pytest.approx(
         2 * side, abs=2)
+
+
+def test_model_card_gives_an_older_checkpoint_its_scale(tmp_path):
+    path = str(tmp_path / 'old.pt')
+    save_random_checkpoint(path)
+    payload = torch.load(path, weights_only=True)
+    del payload['config']['metres_per_pixel']
+    torch.save(payload, path)
+    assert load_model(path)[0].config.metres_per_pixel == 0.0
+    with open(model_card_path(path), 'w') as stream:
+        json.dump({'metres_per_pixel': 0.0025}, stream)
+    assert load_model(path)[0].config.metres_per_pixel == 0.0025
+    # a checkpoint that records its scale keeps it
+    save_random_checkpoint(path)
+    assert load_model(path)[0].config.metres_per_pixel == 0.0
+
+
+@pytest.mark.skipif(not os.path.isdir(CORNELL), reason=f'no Cornell data at {CORNELL}')
+def test_shipped_model_card_is_the_scale_of_its_training_images():
+    samples = [s.load() for s in find_samples(CORNELL)[0]]
+    config = TrainConfig(dataset=CORNELL, output_dir='')
+    with open(os.path.join(ROOT, 'models', 'grasp_fcn_cornell.json')) as stream:
+        card = json.load(stream)
+    assert card['metres_per_pixel'] == pytest.approx(training_scale(samples, config, 400),
+                                                     rel=1e-9)

@@ -6,6 +6,7 @@ Every convolution is followed by ReLU then BatchNorm, as in the published refere
 """
 
 from dataclasses import asdict, dataclass, fields
+import json
 import os
 
 import torch
@@ -179,8 +180,16 @@ def save_random_checkpoint(path, seed=0, extra=None):
     return path
 
 
+def model_card_path(path):
+    """The JSON model card beside a checkpoint: ``<name>.json`` for ``<name>.pt``."""
+    return os.path.splitext(path)[0] + '.json'
+
+
 def load_checkpoint(path, map_location='cpu'):
     """Read a checkpoint with ``weights_only=True``.
+
+    A checkpoint written before models recorded their scale takes ``metres_per_pixel`` from
+    its model card (:func:`model_card_path`) when there is one.
 
     :returns: the raw payload dict (``config``, ``state_dict``, ``meta``).
     :raises ModelError: naming the path, when the file is missing, corrupt or not ours.
@@ -193,6 +202,14 @@ def load_checkpoint(path, map_location='cpu'):
         raise ModelError(f'cannot read model file {path}: {exc}') from exc
     if not isinstance(payload, dict) or 'state_dict' not in payload or 'config' not in payload:
         raise ModelError(f'{path} is not a grasp_fcn checkpoint (no state_dict/config)')
+    card = model_card_path(path)
+    if 'metres_per_pixel' not in payload['config'] and os.path.isfile(card):
+        try:
+            with open(card) as stream:
+                scale = float(json.load(stream)['metres_per_pixel'])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f'cannot read the model card {card}: {exc!r}') from exc
+        payload['config'] = dict(payload['config'], metres_per_pixel=scale)
     return payload
 
 
