@@ -77,11 +77,30 @@ STATS_TIMER_PERIOD_S = 0.5
 #: camera_info messages kept to pair a depth frame with the one of the same stamp.
 CAMERA_INFO_HISTORY = 10
 #: Period of the check of what the camera_info publishers offer, seconds.
-CAMERA_INFO_QOS_CHECK_PERIOD_S = 1.0
+PUBLISHER_QOS_CHECK_PERIOD_S = 1.0
 
 #: ``image_reliability`` values -> QoS reliability of the image subscriptions.
 RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
                'reliable': ReliabilityPolicy.RELIABLE}
+#: ``image_reliability`` values: ``auto`` matches the publishers (see
+#: :func:`matching_reliability`), the others force one.
+IMAGE_RELIABILITY = ('auto',) + tuple(RELIABILITY)
+
+
+def matching_reliability(offered):
+    """The image subscription's reliability for the reliabilities its publishers offer.
+
+    Reliable when there are publishers and every one of them is reliable (so large frames are
+    repaired instead of lost, as rosbag2 does); best effort otherwise, which matches every
+    publisher (a reliable subscription would not connect to a best-effort one).
+
+    :param offered: iterable of ReliabilityPolicy, one per publisher.
+    :returns: ``'reliable'`` or ``'best_effort'``.
+    """
+    offered = list(offered)
+    if offered and all(r == ReliabilityPolicy.RELIABLE for r in offered):
+        return 'reliable'
+    return 'best_effort'
 
 
 def image_qos(reliability='best_effort'):
@@ -257,12 +276,16 @@ PARAMETERS = {
         'seconds', (0.1, 600.0)),
     'publish_debug_images': ParameterSpec(
         False, 'publish ~/quality_image and ~/debug_image even when nobody subscribes'),
+    'use_color': ParameterSpec(
+        True, 'draw ~/debug_image on the colour image (subscribed only while ~/debug_image has '
+        'subscribers or publish_debug_images is set, and used only when registered to the '
+        'depth image: same size and frame); false = always on the depth rendering'),
     'image_reliability': ParameterSpec(
-        'best_effort', 'QoS reliability of the depth and color subscriptions. best_effort '
-        'matches every publisher; reliable also receives images larger than the middleware '
-        "sends whole (Fast DDS's default 512 KiB shared-memory segment) but needs a reliable "
-        'publisher. A change needs a restart', read_only=True,
-        constraints='best_effort or reliable'),
+        'auto', 'QoS reliability of the depth and color subscriptions. auto = reliable when '
+        'every publisher of the topic is reliable (large frames are then repaired, not lost), '
+        'else best effort; re-checked as publishers come and go. best_effort and reliable '
+        'force one (reliable does not connect to best-effort publishers). A change needs a '
+        'restart', read_only=True, constraints=f"one of {', '.join(IMAGE_RELIABILITY)}"),
     'latency_log_period': ParameterSpec(
         10.0, 'seconds between log lines with frame rate and p50/p99 latency; 0 = off',
         (0.0, 3600.0)),
@@ -306,9 +329,9 @@ def validate_settings(values):
     if device not in DEVICES and not (device.startswith('cuda:') and device[5:].isdigit()):
         return (f"unknown device '{values['device']}' (expected one of "
                 f"{', '.join(DEVICES)} or cuda:N)")
-    if values['image_reliability'] not in RELIABILITY:
+    if values['image_reliability'] not in IMAGE_RELIABILITY:
         return (f"unknown image_reliability '{values['image_reliability']}' (expected one of "
-                f"{', '.join(RELIABILITY)})")
+                f"{', '.join(IMAGE_RELIABILITY)})")
     if values['backend'] not in BACKENDS:
         return f"unknown backend '{values['backend']}' (expected one of {', '.join(BACKENDS)})"
     if values['scale_mode'] not in SCALE_MODES:
@@ -510,13 +533,11 @@ class GraspDetectorNode(Node):
         self._info_sub = self.create_subscription(CameraInfo, 'camera_info',
                                                   self._on_camera_info, CAMERA_INFO_QOS)
         self._latched_info_sub = None
-        self._match_camera_info_qos()
-        self._info_qos_timer = self.create_timer(CAMERA_INFO_QOS_CHECK_PERIOD_S,
-                                                 self._match_camera_info_qos)
-        qos = image_qos(self._values['image_reliability']
-                        if self._values['image_reliability'] in RELIABILITY else 'best_effort')
-        self._depth_sub = self.create_subscription(Image, 'depth', self._on_depth, qos)
-        self._color_sub = self.create_subscription(Image, 'color', self._on_color, qos)
+        self._depth_sub = self._depth_reliability = None
+        self._color_sub = self._color_reliability = None
+        self._match_publishers()
+        self._publisher_qos_timer = self.create_timer(PUBLISHER_QOS_CHECK_PERIOD_S,
+                                                      self._match_publishers)
         self._stats_timer = self.create_timer(STATS_TIMER_PERIOD_S, self._log_stats)
         # its own callback group: it waits for a frame that the depth callback must deliver
         self._detect_srv = self.create_service(Trigger, '~/detect', self._on_detect,
@@ -655,6 +676,53 @@ class GraspDetectorNode(Node):
             self._camera_infos.move_to_end(key)
             while len(self._camera_infos) > CAMERA_INFO_HISTORY:
                 self._camera_infos.popitem(last=False)
+
+    def _match_publishers(self):
+        """Keep the subscriptions matched to the publishers (called periodically): camera_info
+        latched or not, the depth image's reliability, and the colour image only while the
+        overlay needs it."""
+        self._match_camera_info_qos()
+        self._depth_sub, self._depth_reliability = self._match_image_subscription(
+            self._depth_sub, self._depth_reliability, 'depth', self._on_depth, True)
+        with self._lock:
+            values = self._values
+        wanted = bool(values['use_color']) and (
+            values['publish_debug_images'] or self._debug_pub.get_subscription_count() > 0)
+        self._color_sub, self._color_reliability = self._match_image_subscription(
+            self._color_sub, self._color_reliability, 'color', self._on_color, wanted)
+        if self._color_sub is None:
+            with self._lock:
+                self._color_msg = None
+
+    def _image_reliability(self, topic):
+        """The reliability an image subscription to ``topic`` should have now."""
+        setting = self._values['image_reliability']
+        if setting != 'auto':
+            return setting
+        return matching_reliability(info.qos_profile.reliability
+                                    for info in self.get_publishers_info_by_topic(topic))
+
+    def _match_image_subscription(self, subscription, reliability, name, callback, wanted):
+        """Create, re-create (another reliability) or drop one image subscription.
+
+        :returns: ``(subscription, reliability)``, both None when not wanted.
+        """
+        if not wanted:
+            if subscription is not None:
+                self.destroy_subscription(subscription)
+            return None, None
+        topic = (subscription.topic_name if subscription is not None
+                 else self.resolve_topic_name(name))
+        target = self._image_reliability(topic)
+        if subscription is not None and target == reliability:
+            return subscription, reliability
+        if subscription is not None:
+            self.destroy_subscription(subscription)
+        subscription = self.create_subscription(Image, name, callback, image_qos(target))
+        self.get_logger().info(f"subscribed to '{topic}' with {target} reliability"
+                               + (' (as its publishers offer)'
+                                  if self._values['image_reliability'] == 'auto' else ''))
+        return subscription, target
 
     def _match_camera_info_qos(self):
         """Subscribe a second time with reliable + transient-local while a camera_info publisher
@@ -812,14 +880,21 @@ class GraspDetectorNode(Node):
             with self._lock:
                 color_msg = self._color_msg  # the newest, read after inference
             if color_msg is not None:
-                try:
-                    base = rgb_from_image(color_msg)
-                except ImageError as exc:
-                    self._report('color', f'colour image ignored for the overlay: {exc}')
+                if (color_msg.width, color_msg.height) != (width, height) or (
+                        color_msg.header.frame_id != msg.header.frame_id):
+                    self._report('color', 'colour image not registered to the depth image '
+                                 f'({color_msg.width}x{color_msg.height} in '
+                                 f"'{color_msg.header.frame_id}', depth {width}x{height} in "
+                                 f"'{msg.header.frame_id}'): overlay drawn on the depth "
+                                 'rendering; use a registered stream such as '
+                                 'aligned_depth_to_color')
+                else:
+                    try:
+                        base = rgb_from_image(color_msg)
+                    except ImageError as exc:
+                        self._report('color', f'colour image ignored for the overlay: {exc}')
             if base is None:
                 base = depth_colormap(depth_m)
-            elif base.shape[:2] != (height, width):
-                base = cv2.resize(base, (width, height), interpolation=cv2.INTER_AREA)
             self._debug_pub.publish(image_from_rgb(render_overlay(base, detection),
                                                    camera_header))
 

@@ -60,12 +60,15 @@ def use_test_transport():
     os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = FASTDDS_PROFILE
 
 
-def ros_environment(domain_id):
+def ros_environment(domain_id, transport='shm'):
     """Environment for a ROS process of a test: local discovery, own domain, unbuffered logs,
-    the shared-memory transport of :data:`FASTDDS_PROFILE`."""
+    and the shared-memory transport of :data:`FASTDDS_PROFILE` (``transport='shm'``) or the
+    middleware's default settings (``'default'``)."""
     env = dict(os.environ)
+    env.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
+    if transport == 'shm':
+        env['FASTDDS_DEFAULT_PROFILES_FILE'] = FASTDDS_PROFILE
     env.update({
-        'FASTDDS_DEFAULT_PROFILES_FILE': FASTDDS_PROFILE,
         'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
         'ROS_DOMAIN_ID': str(domain_id),
         'PYTHONUNBUFFERED': '1',
@@ -96,9 +99,10 @@ class NodeProcess:
     :param domain_id: ROS_DOMAIN_ID of the process.
     :param parameters: dict name -> value passed with ``-p``.
     :param namespace: node namespace (``/x``) or None.
+    :param transport: ``shm`` or ``default`` (see :func:`ros_environment`).
     """
 
-    def __init__(self, log_path, domain_id, parameters=None, namespace=None):
+    def __init__(self, log_path, domain_id, parameters=None, namespace=None, transport='shm'):
         self.log_path = str(log_path)
         command = [sys.executable, '-m', 'grasp_fcn_ros.node', '--ros-args']
         for name, value in (parameters or {}).items():
@@ -107,7 +111,8 @@ class NodeProcess:
             command += ['-r', f'__ns:={namespace}']
         self._log = open(self.log_path, 'wb')
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=ros_environment(domain_id), cwd=REPO_ROOT)
+                                        env=ros_environment(domain_id, transport),
+                                        cwd=REPO_ROOT)
         self.returncode = None
 
     def log(self, start=0):
@@ -408,20 +413,23 @@ class CameraProcess:
     :param width: image width, pixels.
     :param height: image height, pixels.
     :param namespace: topic namespace ('' or '/x').
+    :param reliability: QoS reliability of the publishers, ``reliable`` or ``best_effort``.
+    :param transport: ``shm`` or ``default`` (see :func:`ros_environment`).
     """
 
     def __init__(self, log_path, domain_id, first_sec, rate_hz=5.0, frames=0, width=640,
-                 height=480, namespace=''):
+                 height=480, namespace='', reliability='reliable', transport='shm'):
         self.first_sec = int(first_sec)
         self.width, self.height = int(width), int(height)
         command = [sys.executable, os.path.abspath(__file__), 'camera',
                    '--first-sec', str(self.first_sec), '--rate', str(rate_hz),
                    '--frames', str(frames), '--width', str(width), '--height', str(height),
-                   '--namespace', namespace]
+                   '--namespace', namespace, '--reliability', reliability]
         self.log_path = str(log_path)
         self._log = open(self.log_path, 'wb')
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=ros_environment(domain_id), cwd=REPO_ROOT)
+                                        env=ros_environment(domain_id, transport),
+                                        cwd=REPO_ROOT)
 
     def owns(self, stamp):
         """True when ``stamp`` is one this camera publishes."""
@@ -463,6 +471,8 @@ def _camera_main(argv):
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--namespace', default='')
+    parser.add_argument('--reliability', choices=('reliable', 'best_effort'),
+                        default='reliable')
     options = parser.parse_args(argv)
     from rclpy.executors import ExternalShutdownException
 
@@ -474,8 +484,11 @@ def _camera_main(argv):
     rclpy.init()
     node = rclpy.create_node('fake_camera')
     ns = options.namespace.rstrip('/')
-    depth_pub = node.create_publisher(Image, f'{ns}/depth', TEST_QOS)
-    info_pub = node.create_publisher(CameraInfo, f'{ns}/camera_info', TEST_QOS)
+    qos = QoSProfile(reliability=(ReliabilityPolicy.RELIABLE if options.reliability == 'reliable'
+                                  else ReliabilityPolicy.BEST_EFFORT),
+                     history=HistoryPolicy.KEEP_LAST, depth=TEST_QOS.depth)
+    depth_pub = node.create_publisher(Image, f'{ns}/depth', qos)
+    info_pub = node.create_publisher(CameraInfo, f'{ns}/camera_info', qos)
     period = 1.0 / options.rate
     start = time.monotonic()
     try:

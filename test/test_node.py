@@ -349,6 +349,8 @@ def test_debug_images_published_to_subscribers(detector, client):
     try:
         assert client.wait_for(lambda: quality.subscription.get_publisher_count() > 0
                                and debug.subscription.get_publisher_count() > 0, WAIT_S)
+        # the node subscribes to colour once ~/debug_image has a subscriber
+        assert client.wait_for(lambda: detector.color_pub.get_subscription_count() > 0, WAIT_S)
         colour = Image(height=480, width=640, encoding='bgr8', step=640 * 3)
         colour.header.frame_id = FRAME
         colour.data = array.array('B', np.tile(np.array([30, 20, 10], np.uint8), 640 * 480)
@@ -367,9 +369,27 @@ def test_debug_images_published_to_subscribers(detector, client):
                                                                            1920)
         rgb = np.frombuffer(bytes(d_msg.data), np.uint8).reshape(480, 640, 3)
         assert tuple(rgb[470, 5]) == (10, 20, 30)  # the bgr8 colour image, as RGB
+
+        # a colour image of another size (not registered to depth): the depth rendering
+        start = detector.process.log_offset()
+        other = Image(height=240, width=320, encoding='bgr8', step=320 * 3)
+        other.header.frame_id = FRAME
+        other.data = array.array('B', np.tile(np.array([30, 20, 10], np.uint8), 320 * 240)
+                                 .tobytes())
+        detector.color_pub.publish(other)
+        depth, info = good_frame()
+        stamp = depth.header.stamp
+        assert detector.send_until(depth, info, lambda: debug.with_stamp(stamp), WAIT_S)
+        rgb = np.frombuffer(bytes(debug.with_stamp(stamp)[0].data), np.uint8).reshape(
+            480, 640, 3)
+        assert tuple(rgb[470, 5]) != (10, 20, 30)
+        assert 'colour image not registered to the depth image (320x240' in (
+            detector.process.log(start))
     finally:
         client.node.destroy_subscription(quality.subscription)
         client.node.destroy_subscription(debug.subscription)
+    # nobody watches ~/debug_image any more: the node drops its colour subscription
+    assert client.wait_for(lambda: detector.color_pub.get_subscription_count() == 0, WAIT_S)
 
 
 def test_latency_topic_and_log_line(detector, client):
