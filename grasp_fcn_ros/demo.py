@@ -301,8 +301,9 @@ class Player:
         raise DemoError(f'timed out after {timeout_s:.0f} s waiting for {what}')
 
     def wait_for_node(self, timeout_s):
-        """Wait until the node's subscriptions and publishers match the demo's."""
-        pubs = (self.depth_pub, self.info_pub, self.color_pub)
+        """Wait until the node's subscriptions and publishers match the demo's (colour is not
+        among them: the node subscribes to it only while its debug image is watched)."""
+        pubs = (self.depth_pub, self.info_pub)
         self.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs)
                         and all(s.get_publisher_count() > 0 for s in self.subs),
                         timeout_s, f"the '{NODE_NAME}' node to connect (model loading)")
