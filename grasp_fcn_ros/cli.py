@@ -20,10 +20,16 @@ def detector_config(args):
     (``--crop-size``, ``--q-threshold``, ``--max-grasps``, ``--scale-mode``, ``--scene-depth``).
     """
     from .core.detector import DetectorConfig
+    from .core.jaws import JawConfig
     from .core.postprocess import PostprocessConfig
 
     post = PostprocessConfig(q_threshold=args.q_threshold, max_grasps=args.max_grasps)
-    return DetectorConfig(crop_size_px=args.crop_size, postprocess=post,
+    jaws = JawConfig(enabled=not getattr(args, 'no_jaw_check', False),
+                     finger_width_m=getattr(args, 'finger_width', JawConfig.finger_width_m),
+                     jaw_depth_m=getattr(args, 'jaw_depth', JawConfig.jaw_depth_m),
+                     clearance_m=getattr(args, 'jaw_clearance', JawConfig.clearance_m),
+                     margin_m=getattr(args, 'jaw_margin', JawConfig.margin_m))
+    return DetectorConfig(crop_size_px=args.crop_size, postprocess=post, jaws=jaws,
                           scale_mode=getattr(args, 'scale_mode', 'metric'),
                           scene_depth_statistic=getattr(args, 'scene_depth', 'median'))
 
@@ -52,6 +58,17 @@ def _add_model_args(parser, backend=True):
     parser.add_argument('--scene-depth', choices=tuple(SCENE_DEPTH_STATISTICS),
                         default='median', help='scene depth of metric mode: a statistic of the '
                         'valid depth in the crop')
+    parser.add_argument('--no-jaw-check', action='store_true',
+                        help='keep grasps whose open jaws would land on the object or a '
+                        'neighbour (the check needs --intrinsics)')
+    parser.add_argument('--finger-width', type=float, default=0.01,
+                        help='jaw thickness along the closing direction, m')
+    parser.add_argument('--jaw-depth', type=float, default=0.02,
+                        help='jaw size across the closing direction, m')
+    parser.add_argument('--jaw-clearance', type=float, default=0.01,
+                        help='how far below the grasped surface the scene under a jaw must be, m')
+    parser.add_argument('--jaw-margin', type=float, default=0.0,
+                        help='extra opening on each side for the check, m')
     parser.add_argument('--q-threshold', type=float, default=0.2)
     parser.add_argument('--max-grasps', type=int, default=5)
 
@@ -109,6 +126,8 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
+    from dataclasses import replace
+
     from .training.dataset import find_samples
     from .training.evaluate import evaluate
     from .training.train import split_samples, TrainConfig
@@ -133,6 +152,13 @@ def cmd_eval(args):
         return _scale_study(args, detector, samples, intrinsics)
     result = evaluate(detector, samples, progress=_progress(), intrinsics=intrinsics)
     print(f'model: {args.model}')
+    if detector.config.jaws.enabled:
+        config = replace(detector.config, jaws=replace(detector.config.jaws, enabled=False))
+        unchecked = evaluate(type(detector)(detector.backend, config), samples,
+                             progress=_progress(), intrinsics=intrinsics)
+        print('without the jaw clearance check (--no-jaw-check):')
+        print(unchecked.table())
+        print("\nwith the jaw clearance check (the node's default):")
     print(result.table())
     if skipped:
         print(f'({skipped} samples skipped: missing files)')

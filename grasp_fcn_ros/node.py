@@ -44,6 +44,7 @@ from .core.depth import DepthError
 from .core.detector import DetectorConfig, GraspDetector
 from .core.geometry import GeometryError
 from .core.gripper import apply_gripper, APPROACH_MODES, AXES, GripperConfig, validate_gripper
+from .core.jaws import JawConfig
 from .core.model import load_checkpoint
 from .core.postprocess import PostprocessConfig
 from .core.scale import SCALE_MODES, SCENE_DEPTH_STATISTICS
@@ -175,6 +176,7 @@ class ParameterSpec:
 
 _CORE = DetectorConfig()
 _POST = _CORE.postprocess
+_JAWS = _CORE.jaws
 
 #: Every parameter of the node, in declaration order; config/detector.yaml holds the same
 #: defaults. Detector defaults come from the core's DetectorConfig / PostprocessConfig.
@@ -195,6 +197,21 @@ PARAMETERS = {
         True, 'the depth image is rectified (aligned_depth_to_color, image_rect): pixels map '
         "through camera_info's P (K when P is all zero); false = a raw image: pixels are "
         'undistorted with D (plumb_bob, rational_polynomial or equidistant) and map through K'),
+    'jaw_check': ParameterSpec(
+        _JAWS.enabled, 'drop grasps whose open jaws would not go down beside the grasped '
+        'surface (a jaw on the object top or on a neighbour); the next peaks fill max_grasps'),
+    'finger_width': ParameterSpec(
+        _JAWS.finger_width_m, 'thickness of a jaw along the closing direction, metres',
+        (0.001, 0.1)),
+    'jaw_depth': ParameterSpec(
+        _JAWS.jaw_depth_m, 'size of a jaw across the closing direction, metres', (0.001, 0.2)),
+    'jaw_clearance': ParameterSpec(
+        _JAWS.clearance_m, 'how far below the grasped surface (along the support plane normal) '
+        'the scene under each jaw must be, metres; at most half the surface height above the '
+        'support is asked', (0.0, 0.2)),
+    'jaw_margin': ParameterSpec(
+        _JAWS.margin_m, 'extra opening on each side beyond the predicted width for the check, '
+        'metres', (0.0, 0.1)),
     'scale_mode': ParameterSpec(
         _CORE.scale_mode, 'metric: the crop side follows the focal length and the scene depth so '
         'that objects reach the network at the scale of its training data (models that record '
@@ -370,6 +387,11 @@ def detector_config(values):
         crop_offset_y_px=int(values['crop_offset_y']), min_depth_m=float(values['min_depth']),
         max_depth_m=float(values['max_depth']), depth_radius_px=int(values['depth_radius']),
         postprocess=post, scale_mode=str(values['scale_mode']),
+        jaws=JawConfig(enabled=bool(values['jaw_check']),
+                       finger_width_m=float(values['finger_width']),
+                       jaw_depth_m=float(values['jaw_depth']),
+                       clearance_m=float(values['jaw_clearance']),
+                       margin_m=float(values['jaw_margin'])),
         scene_depth_statistic=str(values['scene_depth_statistic']))
 
 

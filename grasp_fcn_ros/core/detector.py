@@ -10,10 +10,14 @@ import numpy as np
 
 from .depth import DepthError
 from .geometry import CropTransform
+from .jaws import fit_support_plane, JawConfig, jaws_clear
 from .postprocess import detect_grasps, maps_from_output, PostprocessConfig
 from .preprocess import DEFAULT_MAX_DEPTH_M, DEFAULT_MIN_DEPTH_M, prepare_input
 from .projection import project_grasp
 from .scale import metric_crop, SCALE_MODES
+
+#: With the jaw clearance check, peaks considered per grasp asked for (``max_grasps``).
+JAW_CANDIDATES_PER_GRASP = 4
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,8 @@ class DetectorConfig:
     :param max_depth_m: farthest valid depth, metres.
     :param depth_radius_px: half side of the window for the grasp centre's depth, pixels.
     :param postprocess: peak extraction settings.
+    :param jaws: the jaw clearance check (:mod:`~grasp_fcn_ros.core.jaws`); it needs
+        intrinsics, without them it is skipped.
     :param scale_mode: ``metric``: the crop side follows the focal length and the scene depth
         so that objects reach the network at the scale of its training data (see
         :mod:`~grasp_fcn_ros.core.scale`; needs intrinsics and a model that records its
@@ -45,6 +51,7 @@ class DetectorConfig:
     max_depth_m: float = DEFAULT_MAX_DEPTH_M
     depth_radius_px: int = 2
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    jaws: JawConfig = field(default_factory=JawConfig)
     scale_mode: str = 'metric'
     scene_depth_statistic: str = 'median'
 
@@ -64,6 +71,7 @@ class Detection:
     :param transform: the :class:`~grasp_fcn_ros.core.geometry.CropTransform` used.
     :param network_input: the normalised network input (S, S).
     :param timings_ms: stage name -> milliseconds.
+    :param rejected: candidates (source pixels, best first) the jaw clearance check dropped.
     :param scale_mode: the scale mode this frame used (``metric`` or ``pixels``).
     :param wanted_crop_px: in metric mode, the crop side the scale asked for; it differs from
         ``transform.size`` when that did not fit the image and was clamped.
@@ -77,6 +85,7 @@ class Detection:
     timings_ms: dict
     scale_mode: str = 'pixels'
     wanted_crop_px: int = None
+    rejected: list = field(default_factory=list)
 
     @property
     def crop_clamped(self):
@@ -158,17 +167,31 @@ class GraspDetector:
         output = self.backend.predict(net_input[None, None])[0]
         t2 = time.perf_counter()
         maps = maps_from_output(output, self.backend.config.max_width_px, c.postprocess)
-        grasps_2d = detect_grasps(maps, c.postprocess, transform)
+        check_jaws = intrinsics is not None and c.jaws.enabled
+        post = c.postprocess
+        if check_jaws:  # candidates beyond max_grasps replace the ones the check drops
+            post = replace(post, max_grasps=post.max_grasps * JAW_CANDIDATES_PER_GRASP)
+        candidates = detect_grasps(maps, post, transform)
         t3 = time.perf_counter()
-        grasps_3d = []
-        if intrinsics is not None:
-            for grasp in grasps_2d:
+        plane = (fit_support_plane(depth_m, intrinsics, c.min_depth_m, c.max_depth_m)
+                 if check_jaws else None)
+        grasps_2d, grasps_3d, rejected = [], [], []
+        for grasp in candidates:
+            if len(grasps_2d) >= c.postprocess.max_grasps:
+                break
+            pose = None
+            if intrinsics is not None:
                 pose = project_grasp(grasp, depth_m, intrinsics, c.depth_radius_px,
                                      c.min_depth_m, c.max_depth_m)
-                if pose is not None:
-                    grasps_3d.append(pose)
+            if check_jaws and pose is not None and not jaws_clear(
+                    pose, depth_m, intrinsics, c.jaws, c.min_depth_m, c.max_depth_m, plane)[0]:
+                rejected.append(grasp)
+                continue
+            grasps_2d.append(grasp)
+            if pose is not None:
+                grasps_3d.append(pose)
         t4 = time.perf_counter()
         for name, start, end in zip(self.STAGES, (t0, t1, t2, t3), (t1, t2, t3, t4)):
             timings[name] = (end - start) * 1e3
         return Detection(grasps_2d, grasps_3d, maps, transform, net_input, timings, scale_mode,
-                         wanted)
+                         wanted, rejected)

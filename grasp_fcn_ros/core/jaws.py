@@ -1,0 +1,201 @@
+"""Jaw clearance: can the open jaws of a parallel gripper go down beside what they grasp?
+
+A grasp is executable only when the scene under each open jaw lies lower than the surface being
+grasped: otherwise a jaw lands on the object's top face, on a neighbour, or on something in the
+way. The check works in metres on the source depth image: each jaw's footprint
+(``finger_width_m`` along the closing direction x ``jaw_depth_m`` across it), centred at
++-(opening / 2 + margin + finger_width / 2) from the grasp centre in the grasp's plane, is
+projected into the image, and the median of the scene inside it must lie at least
+``clearance_m`` below the grasp's centre, or half the centre's height above the support when
+that is less (a flat object cannot clear more than its own height; the depth noise of a
+Kinect-class camera, a few millimetres, would otherwise refuse every grasp on a flat object).
+
+"Below" is measured along the normal of the support surface (the table or bin floor: the
+dominant plane of the frame, :func:`fit_support_plane`), the way jaws descend onto a table
+whatever the camera's viewing angle; a frame without a dominant plane falls back to depth along
+the camera's optical axis. (Along the optical axis alone, an oblique camera sees the table in
+front of a flat object nearer than the object's top and would refuse most good grasps.)
+"""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .depth import invalid_mask
+
+#: Percentile of the scene's heights under a footprint compared with the grasp's (the median:
+#: robust to noisy pixels and to the object's own edge at the footprint's border), percent.
+FOOTPRINT_PERCENTILE = 50.0
+#: Largest share of the grasped surface's height above the support plane that the clearance
+#: may ask for.
+HEIGHT_FRACTION = 0.5
+#: Support plane fit: pixel stride of the sampled points, RANSAC iterations, inlier distance
+#: (metres) and the smallest share of sampled points the plane must hold.
+PLANE_STRIDE_PX = 8
+PLANE_ITERATIONS = 64
+PLANE_INLIER_M = 0.015
+PLANE_MIN_SHARE = 0.15
+
+
+@dataclass(frozen=True)
+class SupportPlane:
+    """A plane ``normal . p = offset`` in the camera frame (metres), normal towards the camera.
+
+    :param normal: (3,) unit normal.
+    :param offset: metres.
+    """
+
+    normal: np.ndarray
+    offset: float
+
+    def height(self, points):
+        """Signed height (metres) of camera-frame points (..., 3) above the plane."""
+        return np.asarray(points, dtype=np.float64) @ self.normal - self.offset
+
+
+def fit_support_plane(depth_m, intrinsics, min_depth_m=0.0, max_depth_m=np.inf, seed=0):
+    """The dominant plane of a depth frame (the table or bin floor), by RANSAC then least
+    squares on its inliers; None when no plane holds ``PLANE_MIN_SHARE`` of the frame.
+
+    Deterministic for a given frame (seeded sampling).
+    """
+    h, w = depth_m.shape
+    rows, cols = np.mgrid[0:h:PLANE_STRIDE_PX, 0:w:PLANE_STRIDE_PX]
+    z = depth_m[rows, cols]
+    valid = ~invalid_mask(z, min_depth_m, max_depth_m)
+    if valid.sum() < 3:
+        return None
+    points = intrinsics.back_project(cols[valid], rows[valid], z[valid])
+    points = points[np.all(np.isfinite(points), axis=1)]
+    if len(points) < 3:
+        return None
+    rng = np.random.default_rng(seed)
+    best, best_count = None, 0
+    for _ in range(PLANE_ITERATIONS):
+        a, b, c = points[rng.choice(len(points), 3, replace=False)]
+        normal = np.cross(b - a, c - a)
+        norm = np.linalg.norm(normal)
+        if norm < 1e-12:
+            continue
+        normal /= norm
+        count = int((np.abs(points @ normal - normal @ a) < PLANE_INLIER_M).sum())
+        if count > best_count:
+            best, best_count = (normal, float(normal @ a)), count
+    if best is None or best_count < PLANE_MIN_SHARE * len(points):
+        return None
+    inliers = points[np.abs(points @ best[0] - best[1]) < PLANE_INLIER_M]
+    centroid = inliers.mean(axis=0)
+    normal = np.linalg.svd(inliers - centroid, full_matrices=False)[2][2]
+    if normal @ centroid > 0:  # towards the camera (the origin)
+        normal = -normal
+    return SupportPlane(normal, float(normal @ centroid))
+
+
+@dataclass(frozen=True)
+class JawConfig:
+    """The gripper's jaws as the clearance check sees them.
+
+    :param enabled: run the check (grasps that fail are dropped).
+    :param finger_width_m: thickness of a jaw along the closing direction, metres.
+    :param jaw_depth_m: size of a jaw across the closing direction, metres.
+    :param clearance_m: how much deeper than the grasp's depth the scene under each jaw must
+        be, metres.
+    :param margin_m: extra opening on each side beyond the predicted width, metres.
+    """
+
+    enabled: bool = True
+    finger_width_m: float = 0.01
+    jaw_depth_m: float = 0.02
+    clearance_m: float = 0.01
+    margin_m: float = 0.0
+
+
+def jaw_footprints(pose, intrinsics, config):
+    """The two jaws' footprints as pixel polygons.
+
+    :param pose: a :class:`~grasp_fcn_ros.core.projection.Grasp3D` (camera frame; X closes,
+        Y across the jaws, Z along the ray).
+    :param intrinsics: the camera model of the depth image.
+    :param config: a :class:`JawConfig`.
+    :returns: float array (2, 4, 2) of (u, v) corners, one polygon per jaw.
+    """
+    rotation = pose.rotation
+    x_axis, y_axis = rotation[:, 0], rotation[:, 1]
+    offset = pose.width_m / 2 + config.margin_m + config.finger_width_m / 2
+    half_x = x_axis * config.finger_width_m / 2
+    half_y = y_axis * config.jaw_depth_m / 2
+    polygons = []
+    for side in (-1.0, 1.0):
+        centre = pose.position_m + side * offset * x_axis
+        corners = np.stack([centre - half_x - half_y, centre + half_x - half_y,
+                            centre + half_x + half_y, centre - half_x + half_y])
+        polygons.append(intrinsics.project(corners))
+    return np.array(polygons)
+
+
+def footprint_pixels(depth_m, polygon, min_depth_m=0.0, max_depth_m=np.inf):
+    """The source pixels with valid depth whose centres lie inside a pixel polygon.
+
+    A footprint thinner than a pixel still reads the pixel under its centre.
+
+    :returns: ``(u, v, depth_m)`` arrays.
+    """
+    h, w = depth_m.shape
+    polygon = np.asarray(polygon, dtype=np.float64)
+    empty = (np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32))
+    if not np.all(np.isfinite(polygon)):
+        return empty
+    lo = np.floor(polygon.min(axis=0)).astype(int)
+    hi = np.ceil(polygon.max(axis=0)).astype(int) + 1
+    x0, y0 = max(lo[0], 0), max(lo[1], 0)
+    x1, y1 = min(hi[0], w), min(hi[1], h)
+    if x0 >= x1 or y0 >= y1:
+        return empty
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    shift = 4
+    points = np.round((polygon - [x0, y0]) * (1 << shift)).astype(np.int32)
+    cv2.fillConvexPoly(mask, points, 1, lineType=cv2.LINE_8, shift=shift)
+    centre = np.floor(polygon.mean(axis=0) + 0.5).astype(int) - [x0, y0]
+    if 0 <= centre[0] < mask.shape[1] and 0 <= centre[1] < mask.shape[0]:
+        mask[centre[1], centre[0]] = 1
+    window = depth_m[y0:y1, x0:x1]
+    rows, cols = np.nonzero((mask > 0) & ~invalid_mask(window, min_depth_m, max_depth_m))
+    return cols + x0, rows + y0, window[rows, cols].astype(np.float32)
+
+
+def jaws_clear(pose, depth_m, intrinsics, config, min_depth_m=0.0, max_depth_m=np.inf,
+               plane=None):
+    """Whether both jaws of a grasp can go down beside the grasped surface.
+
+    A footprint without any valid depth (outside the image, or all holes) fails: the scene
+    there cannot be checked.
+
+    :param pose: a :class:`~grasp_fcn_ros.core.projection.Grasp3D`.
+    :param depth_m: source depth image, metres.
+    :param intrinsics: the camera model of the depth image.
+    :param config: a :class:`JawConfig`.
+    :param plane: the frame's :class:`SupportPlane` (heights along its normal), or None
+        (depth along the optical axis).
+    :returns: ``(clear, reason)``: a bool and, when not clear, why.
+    """
+    clearance_m = config.clearance_m
+    if plane is None:
+        grasp_level = -pose.depth_m
+    else:
+        grasp_level = float(plane.height(pose.position_m))
+        # a flat object cannot clear more than its own height above the support
+        clearance_m = min(clearance_m, HEIGHT_FRACTION * max(grasp_level, 0.0))
+    for name, polygon in zip(('first', 'second'), jaw_footprints(pose, intrinsics, config)):
+        u, v, z = footprint_pixels(depth_m, polygon, min_depth_m, max_depth_m)
+        if z.size == 0:
+            return False, f'no valid depth under the {name} jaw'
+        levels = -z if plane is None else plane.height(intrinsics.back_project(u, v, z))
+        levels = levels[np.isfinite(levels)]
+        if levels.size == 0:
+            return False, f'no valid depth under the {name} jaw'
+        top_m = float(np.percentile(levels, FOOTPRINT_PERCENTILE))
+        if top_m > grasp_level - clearance_m:
+            short_m = top_m - (grasp_level - clearance_m)
+            return False, f'the {name} jaw lands {short_m:.3f} m short of the clearance'
+    return True, ''
