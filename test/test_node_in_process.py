@@ -11,8 +11,11 @@ import types
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
+import torch
 
 from grasp_fcn_ros import node as node_module
+from grasp_fcn_ros.core.backends import create_backend
+from grasp_fcn_ros.core.model import save_random_checkpoint
 from grasp_fcn_ros.node import GraspDetectorNode, WARN_THROTTLE_S
 from grasp_fcn_ros.ros_conversions import cloud_to_array
 
@@ -147,3 +150,24 @@ def test_a_repeated_problem_is_logged_once_per_throttle_period(detector, monkeyp
     process(*_bad_frame())
     assert logger.count(text) == 3, logger.lines
     assert all(level == 'warning' for level, _ in logger.lines)
+
+
+def test_a_metric_crop_larger_than_the_image_is_clamped_with_a_warning(detector, monkeypatch,
+                                                                         tmp_path):
+    # a model trained at 2 mm per network pixel sees the table at 0.70 m through fx = 585 px:
+    # it asks for a 0.002 * 400 * 585 / 0.70 = 669 px crop of the 640x480 frame
+    path = str(tmp_path / 'scaled.pt')
+    save_random_checkpoint(path)
+    payload = torch.load(path, weights_only=True)
+    payload['config']['metres_per_pixel'] = 0.002
+    torch.save(payload, path)
+    node = detector.node
+    logger = CountingLogger()
+    monkeypatch.setattr(node, 'get_logger', lambda: logger)
+    monkeypatch.setattr(node, '_backend', create_backend(path, 'torch', 'cpu'))
+    depth, info = good_frame()
+    node._on_camera_info(info)
+    served, _ = node._process(depth, time.perf_counter())
+    assert served
+    assert logger.count('the metric crop of 669 px does not fit; clamped to 480 px') == 1, (
+        logger.lines)
