@@ -20,6 +20,8 @@ BEST_COLOUR = '#00e676'
 OTHER_COLOUR = '#ffab00'
 TRUTH_COLOUR = '#2979ff'
 WRONG_COLOUR = '#ff1744'
+#: Candidates the jaw clearance check dropped.
+REJECTED_COLOUR = '#9e9e9e'
 #: Jaccard threshold whose top-1 outcome sorts evaluation images into right and wrong.
 FIGURE_JACCARD = 0.25
 #: Source pixels shown around the rectangles of an evaluation figure.
@@ -117,7 +119,8 @@ def save_detection_figure(path, depth_m, detection, color=None, title=''):
     :param path: PNG file to write (the folder is created).
     :param depth_m: source depth image (H, W), metres.
     :param detection: a :class:`~grasp_fcn_ros.core.detector.Detection`; its ``grasps_2d``
-        (source pixels, best first) are drawn.
+        (source pixels, best first) are drawn, and in grey the candidates the jaw clearance
+        check dropped.
     :param color: optional RGB (H, W, 3) or grey (H, W) uint8 image to draw the grasps on.
     :param title: figure title.
     :returns: the path written.
@@ -174,6 +177,9 @@ def save_detection_figure(path, depth_m, detection, color=None, title=''):
 
     ax = axes[1, 1]
     _background(ax, depth_m, color)
+    rejected = list(getattr(detection, 'rejected', None) or [])
+    for grasp in rejected:  # dropped by the jaw clearance check: grey, thin, under the rest
+        draw_grasp(ax, grasp, REJECTED_COLOUR, linewidth=0.8, jaw_width=2.0)
     for rank in range(len(grasps), 0, -1):
         grasp = grasps[rank - 1]
         draw_grasp(ax, grasp, BEST_COLOUR if rank == 1 else OTHER_COLOUR, label=rank,
@@ -181,7 +187,8 @@ def save_detection_figure(path, depth_m, detection, color=None, title=''):
     if grasps:
         best = grasps[0]
         ax.set_title(f'{len(grasps)} grasps; best (green) q={best.quality:.2f}, '
-                     f'{np.degrees(best.angle):.0f} deg, {best.width_px:.0f} px')
+                     f'{np.degrees(best.angle):.0f} deg, {best.width_px:.0f} px'
+                     + (f'; {len(rejected)} refused by jaws (grey)' if rejected else ''))
     else:
         ax.set_title('no grasp above the threshold')
     _zoom_to(ax, extent)

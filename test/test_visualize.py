@@ -10,6 +10,7 @@ import pytest
 from grasp_fcn_ros.core.backends import create_backend
 from grasp_fcn_ros.core.detector import Detection, DetectorConfig, GraspDetector
 from grasp_fcn_ros.core.grasp import Grasp2D
+from grasp_fcn_ros.core.model import ModelConfig
 from grasp_fcn_ros.core.postprocess import PostprocessConfig
 from grasp_fcn_ros.core.projection import project_grasp
 from grasp_fcn_ros.training.dataset import find_samples
@@ -183,3 +184,22 @@ def test_closest_truth_follows_the_metric_with_the_callers_thresholds():
     # IoU above 0.6: neither matches, the larger IoU is the closest
     assert _best_match(predicted, truths, 0.6, np.deg2rad(30.0))[1] == pytest.approx(40.0)
     assert _best_match(predicted, [], 0.25, np.deg2rad(30.0)) is None
+
+
+def test_detection_figure_draws_the_candidates_the_jaw_check_refused(tmp_path, monkeypatch):
+    from grasp_fcn_ros import visualize
+
+    drawn = []
+    monkeypatch.setattr(visualize, 'draw_grasp',
+                        lambda ax, grasp, colour, **kwargs: drawn.append((grasp.u, colour)))
+    grasp, refused = Grasp2D(300.0, 240.0, 0.0, 40.0), Grasp2D(200.0, 240.0, 0.0, 40.0)
+    class ZeroMaps:
+        config = ModelConfig()
+
+        def predict(self, batch):
+            return np.zeros((len(batch), 4, 400, 400), np.float32)
+
+    detection = GraspDetector(ZeroMaps(), DetectorConfig()).detect(box_on_plane())
+    detection.grasps_2d, detection.rejected = [grasp], [refused]
+    visualize.save_detection_figure(str(tmp_path / 'figure.png'), box_on_plane(), detection)
+    assert drawn == [(200.0, visualize.REJECTED_COLOUR), (300.0, visualize.BEST_COLOUR)]
