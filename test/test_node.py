@@ -339,6 +339,15 @@ def test_corrupt_model_rejected_and_old_model_kept(detector, client, processes):
 
 # --- on-demand images, latency ----------------------------------------------------------------
 
+def _bgr_image(width, height):
+    """A uniform bgr8 colour image (B, G, R) = (30, 20, 10) in the depth camera's frame."""
+    image = Image(height=height, width=width, encoding='bgr8', step=width * 3)
+    image.header.frame_id = FRAME
+    image.data = array.array('B', np.tile(np.array([30, 20, 10], np.uint8), width * height)
+                             .tobytes())
+    return image
+
+
 def test_debug_images_published_to_subscribers(detector, client):
     quality = client.subscribe(Image, f'{detector.node_name}/quality_image')
     debug = client.subscribe(Image, f'{detector.node_name}/debug_image')
@@ -347,11 +356,7 @@ def test_debug_images_published_to_subscribers(detector, client):
                                and debug.subscription.get_publisher_count() > 0, WAIT_S)
         # the node subscribes to colour once ~/debug_image has a subscriber
         assert client.wait_for(lambda: detector.color_pub.get_subscription_count() > 0, WAIT_S)
-        colour = Image(height=480, width=640, encoding='bgr8', step=640 * 3)
-        colour.header.frame_id = FRAME
-        colour.data = array.array('B', np.tile(np.array([30, 20, 10], np.uint8), 640 * 480)
-                                  .tobytes())
-        detector.color_pub.publish(colour)
+        detector.color_pub.publish(_bgr_image(640, 480))
         depth, info = good_frame()
         stamp = depth.header.stamp
         assert detector.send_until(depth, info, lambda: quality.with_stamp(stamp)
@@ -368,11 +373,7 @@ def test_debug_images_published_to_subscribers(detector, client):
 
         # a colour image of another size (not registered to depth): the depth rendering
         start = detector.process.log_offset()
-        other = Image(height=240, width=320, encoding='bgr8', step=320 * 3)
-        other.header.frame_id = FRAME
-        other.data = array.array('B', np.tile(np.array([30, 20, 10], np.uint8), 320 * 240)
-                                 .tobytes())
-        detector.color_pub.publish(other)
+        detector.color_pub.publish(_bgr_image(320, 240))
         depth, info = good_frame()
         stamp = depth.header.stamp
         assert detector.send_until(depth, info, lambda: debug.with_stamp(stamp), WAIT_S)
