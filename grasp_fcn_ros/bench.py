@@ -221,7 +221,8 @@ def bench_targets(backends, device):
     """
     import torch
 
-    from .core.backends import BACKENDS, resolve_device
+    from .core.backends import BACKENDS
+    from .core.devices import resolve_device
 
     names = list(BACKENDS) if list(backends) == ['all'] else list(backends)
     unknown = [b for b in names if b not in BACKENDS]
@@ -402,7 +403,7 @@ def run_bench(args):
     :param args: the parsed ``bench`` arguments.
     :returns: the process exit status.
     """
-    from .cli import _progress, detector_config
+    from .options import detector_config, progress_bar
 
     if args.frames < 1 or args.warmup < 0:
         raise ValueError('--frames must be >= 1 and --warmup >= 0')
@@ -423,7 +424,7 @@ def run_bench(args):
         machine = machine_info()
         limit_threads(args.threads)
         results, note = run_pipeline_bench(model_path, frames, targets, args.frames, args.warmup,
-                                           detector_config(args), _progress(), args.threads)
+                                           detector_config(args), progress_bar(), args.threads)
     if note:
         notes.append(note)
     machine['load_average_1min_after'] = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None

@@ -7,31 +7,8 @@ import sys
 
 from .core.geometry import CORNELL_INTRINSICS
 from .core.scale import SCALE_MODES, SCENE_DEPTH_STATISTICS
+from .options import detector_config, progress_bar
 from .resources import default_model_path
-
-
-def _progress():
-    from tqdm import tqdm
-    return tqdm
-
-
-def detector_config(args):
-    """The core :class:`~grasp_fcn_ros.core.detector.DetectorConfig` of the detector options
-    (``--crop-size``, ``--q-threshold``, ``--max-grasps``, ``--scale-mode``, ``--scene-depth``).
-    """
-    from .core.detector import DetectorConfig
-    from .core.jaws import JawConfig
-    from .core.postprocess import PostprocessConfig
-
-    post = PostprocessConfig(q_threshold=args.q_threshold, max_grasps=args.max_grasps)
-    jaws = JawConfig(enabled=not getattr(args, 'no_jaw_check', False),
-                     finger_width_m=getattr(args, 'finger_width', JawConfig.finger_width_m),
-                     jaw_depth_m=getattr(args, 'jaw_depth', JawConfig.jaw_depth_m),
-                     clearance_m=getattr(args, 'jaw_clearance', JawConfig.clearance_m),
-                     margin_m=getattr(args, 'jaw_margin', JawConfig.margin_m))
-    return DetectorConfig(crop_size_px=args.crop_size, postprocess=post, jaws=jaws,
-                          scale_mode=getattr(args, 'scale_mode', 'metric'),
-                          scene_depth_statistic=getattr(args, 'scene_depth', 'median'))
 
 
 def _detector(args):
@@ -118,9 +95,9 @@ def cmd_train(args):
 
     config = _train_config(args)
     if args.cross_validate:
-        cross_validate(config, resume=args.resume, progress=_progress())
+        cross_validate(config, resume=args.resume, progress=progress_bar())
     else:
-        summary = train(config, resume=args.resume, progress=_progress())
+        summary = train(config, resume=args.resume, progress=progress_bar())
         print(json.dumps(summary, indent=2))
     return 0
 
@@ -150,12 +127,12 @@ def cmd_eval(args):
     intrinsics = parse_intrinsics(args.intrinsics)
     if args.zoom:
         return _scale_study(args, detector, samples, intrinsics)
-    result = evaluate(detector, samples, progress=_progress(), intrinsics=intrinsics)
+    result = evaluate(detector, samples, progress=progress_bar(), intrinsics=intrinsics)
     print(f'model: {args.model}')
     if detector.config.jaws.enabled:
         config = replace(detector.config, jaws=replace(detector.config.jaws, enabled=False))
         unchecked = evaluate(type(detector)(detector.backend, config), samples,
-                             progress=_progress(), intrinsics=intrinsics)
+                             progress=progress_bar(), intrinsics=intrinsics)
         print('without the jaw clearance check (--no-jaw-check):')
         print(unchecked.table())
         print("\nwith the jaw clearance check (the node's default):")

@@ -39,9 +39,10 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from .core.backends import BACKENDS, create_backend, DEVICES, resolve_device
+from .core.backends import BACKENDS, create_backend
 from .core.depth import DepthError
 from .core.detector import DetectorConfig, GraspDetector
+from .core.devices import DEVICES, resolve_device
 from .core.geometry import GeometryError
 from .core.gripper import apply_gripper, APPROACH_MODES, AXES, GripperConfig, validate_gripper
 from .core.jaws import JawConfig

@@ -14,12 +14,12 @@ from grasp_fcn_ros.core import export
 from grasp_fcn_ros.core.backends import (
     BACKENDS,
     create_backend,
-    resolve_device,
     TorchBackend,
     TorchPlan,
 )
 from grasp_fcn_ros.core.depth import read_depth_image
 from grasp_fcn_ros.core.detector import GraspDetector, prepare_input
+from grasp_fcn_ros.core.devices import resolve_device
 from grasp_fcn_ros.core.model import GraspFCN, load_model, ModelError, save_checkpoint
 from grasp_fcn_ros.resources import default_model_path, share_directory
 

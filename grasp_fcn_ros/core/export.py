@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .devices import check_options, resolve_device
 from .model import load_model, ModelError
 
 #: Formats :func:`export_model` writes.
@@ -353,7 +354,6 @@ def exported_device(backend, device):
 
     :raises ModelError: for a device the backend cannot use.
     """
-    from .backends import resolve_device
 
     requested = str(device).strip().lower()
     if backend == 'openvino':
@@ -384,7 +384,6 @@ def create_exported_backend(model, meta, backend, device, **options):
     if backend not in _EXPORTED:
         raise ModelError(f"unknown exported backend '{backend}' "
                          f"(expected one of {', '.join(_EXPORTED)})")
-    from .backends import check_options
 
     check_options(_EXPORTED[backend], backend, options)
     return _EXPORTED[backend](model, meta, device, **options)

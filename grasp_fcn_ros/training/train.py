@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..core.backends import resolve_device, TorchBackend
+from ..core.backends import TorchBackend
 from ..core.detector import DetectorConfig, GraspDetector
+from ..core.devices import resolve_device
 from ..core.geometry import CameraIntrinsics, CORNELL_INTRINSICS, CropTransform
 from ..core.model import (
     GraspFCN,
