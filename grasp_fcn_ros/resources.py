@@ -1,5 +1,6 @@
 """Where the package's data files (models, config, demo frames) are found."""
 
+import itertools
 import os
 import sys
 import sysconfig
@@ -43,11 +44,12 @@ def share_directory():
     """The package's data folder: the first of :func:`share_candidates` that holds
     ``package.xml``, else the source tree (files looked up there are then reported missing by
     their users with the path)."""
-    candidates = list(share_candidates())
-    for folder in candidates:
+    candidates = share_candidates()
+    source_root = next(candidates)
+    for folder in itertools.chain([source_root], candidates):  # lazily: the first that holds
         if os.path.isfile(os.path.join(folder, 'package.xml')):
             return folder
-    return candidates[0]
+    return source_root
 
 
 def default_model_path():

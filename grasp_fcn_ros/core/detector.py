@@ -173,8 +173,10 @@ class GraspDetector:
             post = replace(post, max_grasps=post.max_grasps * JAW_CANDIDATES_PER_GRASP)
         candidates = detect_grasps(maps, post, transform)
         t3 = time.perf_counter()
+        # the support plane only matters to a candidate that gets a pose: a frame without
+        # candidates (most frames above a threshold on an empty table) skips the fit
         plane = (fit_support_plane(depth_m, intrinsics, c.min_depth_m, c.max_depth_m)
-                 if check_jaws else None)
+                 if check_jaws and candidates else None)
         grasps_2d, grasps_3d, rejected = [], [], []
         for grasp in candidates:
             if len(grasps_2d) >= c.postprocess.max_grasps:

@@ -16,6 +16,11 @@ MAX_ANGLE_RAD = float(np.deg2rad(30.0))
 TOP_N = 5
 
 
+def _zoomed_size(width, height, zoom):
+    """(width, height) in pixels of an image of ``width`` x ``height`` zoomed by ``zoom``."""
+    return max(int(round(width * zoom)), 1), max(int(round(height * zoom)), 1)
+
+
 def zoomed_sample(sample, zoom):
     """A loaded sample as a camera with ``zoom`` times the focal length would see it.
 
@@ -26,7 +31,7 @@ def zoomed_sample(sample, zoom):
     :returns: a new :class:`~grasp_fcn_ros.training.dataset.CornellSample`.
     """
     h, w = sample.depth_m.shape
-    size = (max(int(round(w * zoom)), 1), max(int(round(h * zoom)), 1))
+    size = _zoomed_size(w, h, zoom)
     depth = cv2.resize(sample.depth_m, size, interpolation=cv2.INTER_NEAREST)
     scale = np.array(size, np.float64) / [w, h]
     grasps = [Grasp2D.from_polygon((g.polygon() + 0.5) * scale - 0.5, g.quality)
@@ -37,7 +42,7 @@ def zoomed_sample(sample, zoom):
 def zoomed_intrinsics(intrinsics, zoom, width, height):
     """The pinhole model of :func:`zoomed_sample`'s image (``width`` x ``height`` the source
     size), pixels."""
-    size = (max(int(round(width * zoom)), 1), max(int(round(height * zoom)), 1))
+    size = _zoomed_size(width, height, zoom)
     sx, sy = size[0] / width, size[1] / height
     return CameraIntrinsics(intrinsics.fx * sx, intrinsics.fy * sy,
                             (intrinsics.cx + 0.5) * sx - 0.5, (intrinsics.cy + 0.5) * sy - 0.5,
