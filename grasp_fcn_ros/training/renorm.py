@@ -8,20 +8,74 @@ sees. It changes training only: the layers keep BatchNorm2d's parameters and buf
 checkpoints load into the plain network. The lighter remedy, :func:`recalibrate_batchnorm`,
 trains with plain BatchNorm and replaces the running averages (which over-weight the last few
 batches) by the average over many training images before each evaluation and checkpoint.
+
+Under distributed training both work on the statistics of the whole distributed batch
+(:class:`SyncedBatchNorm2d`), so that N processes with B images each train as one process
+with N x B images. PyTorch's own ``SyncBatchNorm`` does the same on GPUs only.
 """
 
 import itertools
 
 import torch
+from torch import distributed as dist
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
 
-class BatchRenorm2d(nn.BatchNorm2d):
-    """A BatchNorm2d that trains with Batch Renormalization; plain BatchNorm in eval mode.
+class _AllReduceSum(torch.autograd.Function):
+    """Sum of a tensor over all processes; the gradient is summed the same way (every
+    process's output depends on every process's input)."""
 
-    ``r_max`` and ``d_max`` bound the corrections; with ``r_max = 1`` and ``d_max = 0`` it is
-    plain BatchNorm.
+    @staticmethod
+    def forward(ctx, tensor):
+        total = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total)
+        return total
+
+
+def distributed():
+    """Whether torch.distributed runs with more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def batch_statistics(x):
+    """Per-channel mean and (biased) variance of a (N, C, H, W) batch, in float32 (or float64
+    for a float64 batch), and the number of values per channel.
+
+    Under distributed training (:func:`distributed`) they are those of the batches of all
+    processes together, differentiably: every process must call this in the same order, as
+    the layers of a network's forward do. The global mean is the count-weighted mean of the
+    local means, and the global variance the count-weighted mean of each local variance plus
+    its mean's squared offset from the global mean (the parallel variance formula), so that it
+    keeps the precision of a two-pass variance.
+
+    :returns: ``(var, mean, count)``, count a float tensor.
+    """
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    var, mean = torch.var_mean(x.to(dtype), dim=(0, 2, 3), unbiased=False)
+    count = torch.tensor(x.numel() / x.size(1), dtype=dtype, device=x.device)
+    if not distributed():
+        return var, mean, count
+    summed = _AllReduceSum.apply(torch.cat([mean * count, count[None]]))
+    count = summed[-1].detach()
+    total_mean = summed[:-1] / count
+    spread = _AllReduceSum.apply((var + (mean - total_mean) ** 2) * x.numel() / x.size(1))
+    return spread / count, total_mean, count
+
+
+class SyncedBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d that normalises with the statistics of the whole distributed batch in
+    training (:func:`batch_statistics`; the local batch in a single process); plain BatchNorm
+    in eval mode, with the same parameters and buffers, so checkpoints are unchanged.
+
+    ``r_max`` and ``d_max`` bound Batch Renormalization's corrections (see
+    :class:`BatchRenorm2d`); here ``r_max = 1`` and ``d_max = 0``: plain BatchNorm.
     """
 
     r_max = 1.0
@@ -30,30 +84,52 @@ class BatchRenorm2d(nn.BatchNorm2d):
     def forward(self, x):
         if not self.training:
             return super().forward(x)
-        var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+        var, mean, count = batch_statistics(x)
         std = torch.sqrt(var + self.eps)
         running_std = torch.sqrt(self.running_var + self.eps)
         r = (std.detach() / running_std).clamp(1.0 / self.r_max, self.r_max)
         d = ((mean.detach() - self.running_mean) / running_std).clamp(-self.d_max, self.d_max)
         with torch.no_grad():
-            n = x.numel() / x.size(1)
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
             self.num_batches_tracked += 1
+            # momentum None: a cumulative average, as BatchNorm2d (recalibration sets it)
+            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                      else self.momentum)
+            self.running_mean.lerp_(mean, factor)
+            self.running_var.lerp_(var * count / (count - 1).clamp(min=1), factor)
         # ((x - mean) / std * r + d) * weight + bias, as one per-channel affine map of x
         scale = self.weight * r / std
         shift = self.bias + self.weight * d - mean * scale
-        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+        return (x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)).to(x.dtype)
+
+
+class BatchRenorm2d(SyncedBatchNorm2d):
+    """A BatchNorm2d that trains with Batch Renormalization; plain BatchNorm in eval mode.
+
+    ``r_max`` and ``d_max`` bound the corrections (:func:`set_renorm_limits` relaxes them);
+    with ``r_max = 1`` and ``d_max = 0`` it is plain BatchNorm. Under distributed training the
+    batch statistics are those of all processes, as :class:`SyncedBatchNorm2d`.
+    """
+
+
+def _switch_batchnorm(model, cls):
+    layers = []
+    for module in model.modules():
+        if type(module) is nn.BatchNorm2d:
+            module.__class__ = cls
+            layers.append(module)
+    return layers
 
 
 def use_batch_renorm(model):
     """Switch every BatchNorm2d of a model to :class:`BatchRenorm2d` in place; returns them."""
-    layers = []
-    for module in model.modules():
-        if type(module) is nn.BatchNorm2d:
-            module.__class__ = BatchRenorm2d
-            layers.append(module)
-    return layers
+    return _switch_batchnorm(model, BatchRenorm2d)
+
+
+def use_synced_batchnorm(model):
+    """Switch every plain BatchNorm2d of a model to :class:`SyncedBatchNorm2d` in place (for
+    distributed training; layers already switched to Batch Renormalization stay as they are);
+    returns them."""
+    return _switch_batchnorm(model, SyncedBatchNorm2d)
 
 
 def set_renorm_limits(layers, step, warmup_steps, r_max=3.0, d_max=5.0):
@@ -72,7 +148,9 @@ def recalibrate_batchnorm(model, batches):
     the per-batch mean and unbiased variance, batch statistics in train mode, no gradients);
     the model is left in train mode and its weights are untouched. The running averages
     otherwise follow the last batches with momentum 0.1, and with small batches they are a
-    noisy estimate of what inference meets.
+    noisy estimate of what inference meets. Under distributed training with
+    :class:`SyncedBatchNorm2d` layers every process calls it with its share of each batch (the
+    same number of batches everywhere), and the statistics are those of the whole batches.
 
     :param batches: iterable of input tensors (B, 1, S, S) already on the model's device.
     :returns: the number of batches seen (0 leaves the statistics as they were).
