@@ -32,6 +32,7 @@ from grasp_fcn_ros.training.dataset import (
     GraspDataset,
 )
 from grasp_fcn_ros.training.distributed import Processes
+from grasp_fcn_ros.training.renorm import use_synced_batchnorm
 from grasp_fcn_ros.training.train import (
     LOG_FIELDS,
     train,
@@ -219,38 +220,100 @@ def _seeded_model():
     return GraspFCN(ModelConfig(input_size=SMALL)).double().train()
 
 
+def _layer_inputs(dtype):
+    """Per-process batches (3 images each, 2 processes) and upstream gradients of one
+    BatchNorm layer: channels with different means and spreads, channels last."""
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(6, 5, 7, 9, generator=generator) * torch.arange(1.0, 6.0).view(1, 5, 1, 1)
+    x = (x + 3.0).to(dtype).contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(6, 5, 7, 9, generator=generator).to(dtype)
+    return x, upstream
+
+
+def _layer_step(layer, x, upstream, dtype):
+    """Output, input gradient and parameter gradients of a BatchNorm layer in training (the
+    layer float32, the batch of ``dtype``, as under autocast)."""
+    x = x.clone().requires_grad_(True)
+    y = layer.train()(x)
+    (y.float() * upstream.float()).sum().backward()
+    return {'y': y.detach().float(), 'grad': x.grad.float(), 'weight': layer.weight.grad,
+            'bias': layer.bias.grad, 'mean': layer.running_mean, 'var': layer.running_var}
+
+
+def _fresh_layer():
+    torch.manual_seed(3)
+    layer = torch.nn.BatchNorm2d(5)
+    torch.nn.init.uniform_(layer.weight, 0.5, 1.5)
+    torch.nn.init.uniform_(layer.bias, -1.0, 1.0)
+    return layer
+
+
 def _distributed_rank(rank, world, store, dataset, out):
     torch.set_num_threads(1)
     dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank,
                             world_size=world)
     try:
+        results = {}
+        for dtype in (torch.float32, torch.bfloat16):
+            x, upstream = _layer_inputs(dtype)
+            layer = _fresh_layer()
+            use_synced_batchnorm(torch.nn.Sequential(layer))
+            share = slice(3 * rank, 3 * rank + 3)
+            results[str(dtype)] = _layer_step(layer, x[share], upstream[share], dtype)
         samples = [s.load() for s in find_samples(dataset)[0]]
         data = GraspDataset(samples, SMALL, 400, 150.0, AugmentConfig(), seed=1)
         model = _seeded_model()
         _step(model, data, rank, world, 2)
-        if rank == 0:
-            torch.save(model.state_dict(), out)
+        results['network'] = model.state_dict()
+        torch.save(results, f'{out}.{rank}')
     finally:
         dist.destroy_process_group()
 
 
-def test_one_step_of_two_processes_equals_one_step_of_the_whole_batch(dataset, tmp_path):
-    out = str(tmp_path / 'distributed.pt')
-    mp.spawn(_distributed_rank, args=(2, str(tmp_path / 'store'), dataset, out), nprocs=2)
+@pytest.fixture(scope='module')
+def distributed_results(dataset, tmp_path_factory):
+    """What two processes computed: per-rank results of one BatchNorm layer and of one
+    network step (see the tests below)."""
+    root = tmp_path_factory.mktemp('distributed')
+    out = str(root / 'result')
+    mp.spawn(_distributed_rank, args=(2, str(root / 'store'), dataset, out), nprocs=2)
+    return [torch.load(f'{out}.{rank}', weights_only=True) for rank in range(2)]
+
+
+@pytest.mark.parametrize('dtype, tolerance', [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_synced_batchnorm_of_two_processes_is_batchnorm_of_the_whole_batch(
+        distributed_results, dtype, tolerance):
+    x, upstream = _layer_inputs(dtype)
+    expected = _layer_step(_fresh_layer(), x, upstream, dtype)
+    ranks = [r[str(dtype)] for r in distributed_results]
+    close = dict(rtol=tolerance, atol=tolerance)
+    for key in ('y', 'grad'):  # each process holds its three images
+        torch.testing.assert_close(torch.cat([r[key] for r in ranks]), expected[key], **close)
+    for key in ('mean', 'var'):  # the running statistics of the whole batch, everywhere
+        for r in ranks:
+            torch.testing.assert_close(r[key], expected[key], **close)
+    for key in ('weight', 'bias'):  # local sums: DistributedDataParallel averages them
+        torch.testing.assert_close((ranks[0][key] + ranks[1][key]), expected[key], **close)
+
+
+def test_one_step_of_two_processes_equals_one_step_of_the_whole_batch(
+        dataset, distributed_results):
     samples = [s.load() for s in find_samples(dataset)[0]]
     data = GraspDataset(samples, SMALL, 400, 150.0, AugmentConfig(), seed=1)
     model = _seeded_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     _step(model, data, 0, 1, 4)
     expected = model.state_dict()
-    got = torch.load(out, weights_only=True)
     moved = [k for k in expected if not torch.equal(expected[k], before[k])]
     assert len(moved) > 100  # weights, biases and BatchNorm statistics all moved
-    for key, value in expected.items():
-        # 1e-4 of a step: Adam's first step, lr * g / (|g| + 1e-8), turns the rounding noise
-        # (~1e-13) of gradients that are zero in exact arithmetic (channels dead after ReLU)
-        # into changes of ~1e-8; without synchronised BatchNorm some 200 tensors differ more
-        torch.testing.assert_close(got[key], value, rtol=1e-7, atol=1e-7, msg=key)
+    for rank in distributed_results:
+        for key, value in expected.items():
+            # 1e-4 of a step: Adam's first step, lr * g / (|g| + 1e-8), turns the rounding
+            # noise (~1e-13) of gradients that are zero in exact arithmetic (channels dead
+            # after ReLU) into changes of ~1e-8; without synchronised BatchNorm some 200
+            # tensors differ more
+            torch.testing.assert_close(rank['network'][key], value, rtol=1e-7, atol=1e-7,
+                                       msg=key)
 
 
 def _torchrun(*args, timeout=240):

@@ -9,9 +9,10 @@ checkpoints load into the plain network. The lighter remedy, :func:`recalibrate_
 trains with plain BatchNorm and replaces the running averages (which over-weight the last few
 batches) by the average over many training images before each evaluation and checkpoint.
 
-Under distributed training both work on the statistics of the whole distributed batch
-(:class:`SyncedBatchNorm2d`), so that N processes with B images each train as one process
-with N x B images. PyTorch's own ``SyncBatchNorm`` does the same on GPUs only.
+Under distributed training BatchNorm works on the statistics of the whole distributed batch
+(:class:`SyncedBatchNorm2d`, and :class:`BatchRenorm2d` likewise), so that N processes with B
+images each train as one process with N x B images, and recalibration gives the statistics one
+process would.
 """
 
 import itertools
@@ -69,13 +70,105 @@ def batch_statistics(x):
     return spread / count, total_mean, count
 
 
+def _update_running_statistics(layer, mean, var, count):
+    """The running averages' update of BatchNorm2d in training, from given batch statistics
+    (momentum None: a cumulative average, as recalibration sets it)."""
+    with torch.no_grad():
+        layer.num_batches_tracked += 1
+        factor = (1.0 / float(layer.num_batches_tracked) if layer.momentum is None
+                  else layer.momentum)
+        layer.running_mean.lerp_(mean, factor)
+        layer.running_var.lerp_(var * count / (count - 1).clamp(min=1), factor)
+
+
+def _local_statistics(x, weight, eps):
+    """Per-channel mean and biased variance of a batch, reduced in float32 whatever x's type
+    (PyTorch's BatchNorm kernels; a bf16 batch is reduced in float32 when the parameters are
+    float32)."""
+    if x.dtype in (torch.float32, torch.float64):
+        return torch.batch_norm_update_stats(x, None, None, 0.0)
+    _, mean, invstd = torch.native_batch_norm(x, weight, None, None, None, True, 0.0, eps)
+    return mean, (invstd.pow(-2) - eps).clamp(min=0)
+
+
+class _SyncedBatchNorm(torch.autograd.Function):
+    """BatchNorm in training with the statistics of all processes' batches, on PyTorch's fused
+    CPU / GPU kernels; the same number of values per process is assumed (equal batches).
+
+    Forward: local mean and variance, two all-reduces of C values for the global ones (the
+    parallel variance formula), then the eval-mode kernel with them. Backward: the training
+    kernel with the global statistics gives the parameter gradients and an input gradient
+    whose gradient means are those of the local batch; one all-reduce of those sums and a
+    per-channel affine correction of the input gradient make them global.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        local_mean, local_var = _local_statistics(x, weight, eps)
+        n = x.numel() / x.size(1)
+        world = dist.get_world_size()
+        mean = local_mean.clone()
+        dist.all_reduce(mean)
+        mean /= world
+        var = local_var + (local_mean - mean) ** 2
+        dist.all_reduce(var)
+        var /= world
+        y = torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps, False)
+        invstd = torch.rsqrt(var + eps)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        ctx.local_count = n
+        count = torch.full_like(mean, n * world)
+        ctx.mark_non_differentiable(mean, var, count)
+        return y, mean, var, count
+
+    @staticmethod
+    def backward(ctx, grad, *_):
+        x, weight, mean, invstd = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=_memory_format(x))
+        grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+            grad, x, weight, None, None, mean, invstd, True, ctx.eps, [True, True, True])
+        local = torch.stack([grad_bias, grad_weight]) / ctx.local_count
+        total = local.clone()
+        dist.all_reduce(total)
+        total /= dist.get_world_size()
+        # grad_x used the local means of grad and grad * x_hat; add (local - global) means:
+        # weight * invstd * (d_bias + (x - mean) * invstd * d_weight), affine in x
+        d_bias, d_weight = local - total
+        scale = weight * invstd
+        slope = (scale * invstd * d_weight).to(grad_x.dtype).view(1, -1, 1, 1)
+        offset = (scale * (d_bias - mean * invstd * d_weight)).to(grad_x.dtype)
+        grad_x.addcmul_(x, slope).add_(offset.view(1, -1, 1, 1))
+        return grad_x, grad_weight, grad_bias, None
+
+
+def _memory_format(x):
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 class SyncedBatchNorm2d(nn.BatchNorm2d):
     """A BatchNorm2d that normalises with the statistics of the whole distributed batch in
-    training (:func:`batch_statistics`; the local batch in a single process); plain BatchNorm
-    in eval mode, with the same parameters and buffers, so checkpoints are unchanged.
+    training (every process must have a batch of the same size); in a single process, and in
+    eval mode, plain BatchNorm2d. Parameters and buffers are BatchNorm2d's, so checkpoints
+    are unchanged. PyTorch's ``SyncBatchNorm`` does the same on GPUs only.
+    """
 
-    ``r_max`` and ``d_max`` bound Batch Renormalization's corrections (see
-    :class:`BatchRenorm2d`); here ``r_max = 1`` and ``d_max = 0``: plain BatchNorm.
+    def forward(self, x):
+        if not self.training or not distributed():
+            return super().forward(x)
+        y, mean, var, count = _SyncedBatchNorm.apply(x, self.weight, self.bias, self.eps)
+        _update_running_statistics(self, mean, var, count)
+        return y
+
+
+class BatchRenorm2d(nn.BatchNorm2d):
+    """A BatchNorm2d that trains with Batch Renormalization; plain BatchNorm in eval mode.
+
+    ``r_max`` and ``d_max`` bound the corrections (:func:`set_renorm_limits` relaxes them);
+    with ``r_max = 1`` and ``d_max = 0`` it is plain BatchNorm. Under distributed training the
+    batch statistics are those of all processes (:func:`batch_statistics`).
     """
 
     r_max = 1.0
@@ -89,26 +182,11 @@ class SyncedBatchNorm2d(nn.BatchNorm2d):
         running_std = torch.sqrt(self.running_var + self.eps)
         r = (std.detach() / running_std).clamp(1.0 / self.r_max, self.r_max)
         d = ((mean.detach() - self.running_mean) / running_std).clamp(-self.d_max, self.d_max)
-        with torch.no_grad():
-            self.num_batches_tracked += 1
-            # momentum None: a cumulative average, as BatchNorm2d (recalibration sets it)
-            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                      else self.momentum)
-            self.running_mean.lerp_(mean, factor)
-            self.running_var.lerp_(var * count / (count - 1).clamp(min=1), factor)
+        _update_running_statistics(self, mean.detach(), var.detach(), count)
         # ((x - mean) / std * r + d) * weight + bias, as one per-channel affine map of x
         scale = self.weight * r / std
         shift = self.bias + self.weight * d - mean * scale
         return (x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)).to(x.dtype)
-
-
-class BatchRenorm2d(SyncedBatchNorm2d):
-    """A BatchNorm2d that trains with Batch Renormalization; plain BatchNorm in eval mode.
-
-    ``r_max`` and ``d_max`` bound the corrections (:func:`set_renorm_limits` relaxes them);
-    with ``r_max = 1`` and ``d_max = 0`` it is plain BatchNorm. Under distributed training the
-    batch statistics are those of all processes, as :class:`SyncedBatchNorm2d`.
-    """
 
 
 def _switch_batchnorm(model, cls):
