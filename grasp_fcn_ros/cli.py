@@ -8,15 +8,27 @@ import sys
 from .core.geometry import CORNELL_INTRINSICS
 from .core.scale import SCALE_MODES, SCENE_DEPTH_STATISTICS
 from .options import detector_config, progress_bar
-from .resources import default_model_path
+from .resources import default_calibration_dir, default_model_path
+
+
+def _backend(args, backend=None, precision=None, log=True):
+    from .core.backends import create_backend
+
+    backend = backend or getattr(args, 'backend', 'auto')
+    precision = precision or getattr(args, 'precision', 'auto')
+    options = {}
+    if backend in ('auto', 'openvino') and precision in ('auto', 'int8'):
+        options = {'calibration': getattr(args, 'calibration', None) or default_calibration_dir()}
+    result = create_backend(args.model, backend, args.device, precision, **options)
+    if log:
+        print(f'runtime: {result.choice.describe()}', file=sys.stderr)
+    return result
 
 
 def _detector(args):
-    from .core.backends import create_backend
     from .core.detector import GraspDetector
 
-    backend = create_backend(args.model, getattr(args, 'backend', 'torch'), args.device)
-    return GraspDetector(backend, detector_config(args))
+    return GraspDetector(_backend(args), detector_config(args))
 
 
 def _add_model_args(parser, backend=True):
@@ -24,8 +36,16 @@ def _add_model_args(parser, backend=True):
                         help='checkpoint (default: the packaged model)')
     parser.add_argument('--device', default='auto', help='auto, cpu or cuda')
     if backend:
-        from .core.backends import BACKENDS
-        parser.add_argument('--backend', default='torch', choices=BACKENDS)
+        from .core.runtime import BACKEND_CHOICES, PRECISION_CHOICES
+        parser.add_argument('--backend', default='auto', choices=BACKEND_CHOICES,
+                            help='inference runtime (auto: PyTorch on CUDA, else OpenVINO '
+                            'when installed, else channels-last PyTorch)')
+        parser.add_argument('--precision', default='auto', choices=PRECISION_CHOICES,
+                            help='network precision (auto: the fastest this machine runs '
+                            'natively among those verified for accuracy)')
+        parser.add_argument('--calibration', default=None,
+                            help='folder of depth frames that calibrate int8 quantisation '
+                            '(default: the bundled demo frames)')
     parser.add_argument('--crop-size', type=int, default=400,
                         help='square crop side in source pixels (0 = largest) of --scale-mode '
                         'pixels, and of metric mode when the model records no scale')
@@ -123,8 +143,10 @@ def cmd_eval(args):
               f'held-out images: {len(samples)}')
     if args.limit:
         samples = samples[:args.limit]
-    detector = _detector(args)
     intrinsics = parse_intrinsics(args.intrinsics)
+    if args.runtimes:
+        return _compare_runtimes(args, samples, intrinsics)
+    detector = _detector(args)
     if args.zoom:
         return _scale_study(args, detector, samples, intrinsics)
     result = evaluate(detector, samples, progress=progress_bar(), intrinsics=intrinsics)
@@ -147,6 +169,31 @@ def cmd_eval(args):
         from .visualize import save_evaluation_figures
         written = save_evaluation_figures(args.figures, samples, result)
         print(f'wrote {written} figures to {args.figures}')
+    return 0
+
+
+def _compare_runtimes(args, samples, intrinsics):
+    from .core.detector import GraspDetector
+    from .training.evaluate import compare_runtimes, runtime_table
+
+    detectors = {}
+    for item in args.runtimes.split(','):
+        backend, _, precision = item.strip().partition(':')
+        backend = _backend(args, backend, precision or 'fp32')
+        detectors[f'{backend.name} {backend.precision}'] = GraspDetector(
+            backend, detector_config(args))
+    samples = [s for s in samples if s.load().grasps]
+    rows = compare_runtimes(detectors, samples, progress_bar(), intrinsics)
+    print(f'model: {args.model}; {len(samples)} images; |dQ|: raw quality output against '
+          f'{next(iter(detectors))} on the same network input')
+    print(runtime_table(rows))
+    if args.json:
+        report = [{'runtime': r['name'], **r['result'].to_json(),
+                   **{k: r[k] for k in ('q_mean_abs', 'q_p99_abs', 'q_max_abs', 'top1_same')}}
+                  for r in rows]
+        with open(args.json, 'w') as stream:
+            json.dump(report, stream, indent=2)
+        print(f'wrote {args.json}')
     return 0
 
 
@@ -262,6 +309,9 @@ def build_parser():
                    'with that many times the focal length sees them (objects larger, as from '
                    'nearer), with the metric and the fixed pixel crop, and print the table')
     p.add_argument('--plot', help='with --zoom: write accuracy against distance as a PNG')
+    p.add_argument('--runtimes', help='comma list of backend:precision (e.g. torch:fp32,'
+                   'openvino:bf16,openvino:int8): score each, the first as the reference, and '
+                   'print accuracy and quality-map differences side by side')
     _add_depth_scale(p)
     _add_intrinsics(p)
     _add_model_args(p)
