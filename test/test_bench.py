@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from grasp_fcn_ros import bench
+from grasp_fcn_ros.bench import common, pipeline, ros
 from grasp_fcn_ros.cli import main
 
 STAGE_KEYS = {'p50', 'p99', 'max', 'mean'}
@@ -36,7 +36,7 @@ def test_tiny_pipeline_run_writes_every_key(random_model_path, tmp_path, capsys)
     assert 0.0 < report['settings']['invalid_fraction'] < 0.2
     assert set(report['backends']) == {'torch@cpu', 'torch-channels-last@cpu'}
     for entry in report['backends'].values():
-        for stage in bench.STAGES + ('e2e',):
+        for stage in pipeline.STAGES + ('e2e',):
             assert set(entry[stage]) == STAGE_KEYS, stage
             assert entry[stage]['p50'] <= entry[stage]['max']
         assert entry['fps'] > 0
@@ -55,19 +55,19 @@ def test_tiny_pipeline_run_writes_every_key(random_model_path, tmp_path, capsys)
 
 
 def test_frames_are_cycled_and_stats_summarised(tmp_path):
-    frames = bench.load_frames(bench.default_frames_dir(), 10)
+    frames = common.load_frames(common.default_frames_dir(), 10)
     assert len(frames) == 3 and frames[0].shape == (480, 640)
-    summary = bench.summarise([1.0, 2.0, 3.0, 100.0])
+    summary = common.summarise([1.0, 2.0, 3.0, 100.0])
     assert summary['p50'] == pytest.approx(2.5) and summary['max'] == 100.0
-    assert bench.summarise([])['p50'] is None
+    assert common.summarise([])['p50'] is None
     with pytest.raises(FileNotFoundError):
-        bench.load_frames(str(tmp_path), 1)
+        common.load_frames(str(tmp_path), 1)
 
 
 def test_edge_holes_invalidate_depth_steps_only():
     depth = np.full((60, 80), 0.7, np.float32)
     depth[20:40, 30:50] = 0.65  # a 5 cm box on a table
-    holed, fraction = bench.edge_holes(depth)
+    holed, fraction = common.edge_holes(depth)
     assert holed[30, 40] == pytest.approx(0.65) and holed[5, 5] == pytest.approx(0.7)
     assert holed[20, 40] == 0.0 and holed[19, 40] == 0.0  # both sides of the step
     assert fraction == pytest.approx((holed == 0).mean())
@@ -77,7 +77,7 @@ def test_edge_holes_invalidate_depth_steps_only():
 def test_frames_go_through_a_16uc1_image_and_back(monkeypatch):
     depth = np.array([[0.5, np.nan, np.inf], [1.2345, 0.0, 70.0]], np.float32)
     expected = np.float32([[500, 0, 0], [1235, 0, 0]]) * np.float32(0.001)  # millimetres
-    path = bench.MessagePath()
+    path = pipeline.MessagePath()
     msg = path.encode(depth)
     assert (msg.encoding, msg.height, msg.width, msg.step) == ('16UC1', 2, 3, 6)
     np.testing.assert_array_equal(path.decode(msg), expected)
@@ -92,20 +92,20 @@ def test_targets(monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    targets, _ = bench.bench_targets(['all'], 'auto')
+    targets, _ = pipeline.bench_targets(['all'], 'auto')
     assert ('torch', 'cpu') in targets and all(device == 'cpu' for _, device in targets)
-    assert bench.bench_targets(['torch'], 'cpu')[0] == [('torch', 'cpu')]
+    assert pipeline.bench_targets(['torch'], 'cpu')[0] == [('torch', 'cpu')]
     with pytest.raises(ValueError, match='unknown backend'):
-        bench.bench_targets(['tensorrt'], 'cpu')
+        pipeline.bench_targets(['tensorrt'], 'cpu')
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    targets, notes = bench.bench_targets(['torch', 'openvino'], 'auto')
+    targets, notes = pipeline.bench_targets(['torch', 'openvino'], 'auto')
     assert ('torch', 'cuda') in targets and ('openvino', 'cuda') not in targets
     assert any('openvino' in note for note in notes)
 
 
 def test_missing_model_names_the_way_out(tmp_path):
     with pytest.raises(FileNotFoundError, match='--model random'):
-        bench._resolve_model(str(tmp_path / 'none.pt'), str(tmp_path))
+        common.resolve_model(str(tmp_path / 'none.pt'), str(tmp_path))
 
 
 def test_ros_environment_stays_on_this_machine(monkeypatch):
@@ -113,18 +113,18 @@ def test_ros_environment_stays_on_this_machine(monkeypatch):
     monkeypatch.delenv('FASTDDS_DEFAULT_PROFILES_FILE', raising=False)
     monkeypatch.delenv('FASTRTPS_DEFAULT_PROFILES_FILE', raising=False)
     monkeypatch.delenv('RMW_IMPLEMENTATION', raising=False)
-    env, note = bench.ros_environment(transport='shm')
+    env, note = ros.ros_environment(transport='shm')
     assert env['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
     assert env['ROS_DOMAIN_ID'].isdigit()
     profile = open(env['FASTDDS_DEFAULT_PROFILES_FILE']).read()
     assert '<type>SHM</type>' in profile and '<type>UDP' not in profile and note
     assert '<useBuiltinTransports>false</useBuiltinTransports>' in profile
-    env, note = bench.ros_environment(transport='default')
+    env, note = ros.ros_environment(transport='default')
     assert 'FASTDDS_DEFAULT_PROFILES_FILE' not in env and note is None
 
 
 def test_node_command_sets_the_backend():
-    command = bench.node_command('/m.pt', 'openvino', 'cpu')
+    command = ros.node_command('/m.pt', 'openvino', 'cpu')
     assert command[1:3] == ['-m', 'grasp_fcn_ros.node']
     assert 'backend:=openvino' in command and 'model_path:=/m.pt' in command
 
