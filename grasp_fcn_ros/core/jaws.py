@@ -70,19 +70,20 @@ def fit_support_plane(depth_m, intrinsics, min_depth_m=0.0, max_depth_m=np.inf, 
     points = points[np.all(np.isfinite(points), axis=1)]
     if len(points) < 3:
         return None
+    # all hypotheses at once: three random points each (a repeated point gives no normal)
     rng = np.random.default_rng(seed)
-    best, best_count = None, 0
-    for _ in range(PLANE_ITERATIONS):
-        a, b, c = points[rng.choice(len(points), 3, replace=False)]
-        normal = np.cross(b - a, c - a)
-        norm = np.linalg.norm(normal)
-        if norm < 1e-12:
-            continue
-        normal /= norm
-        count = int((np.abs(points @ normal - normal @ a) < PLANE_INLIER_M).sum())
-        if count > best_count:
-            best, best_count = (normal, float(normal @ a)), count
-    if best is None or best_count < PLANE_MIN_SHARE * len(points):
+    a, b, c = points[rng.integers(0, len(points), (3, PLANE_ITERATIONS))]
+    normals = np.cross(b - a, c - a)
+    norms = np.linalg.norm(normals, axis=1)
+    usable = norms >= 1e-12
+    if not usable.any():
+        return None
+    normals = normals[usable] / norms[usable, None]
+    offsets = np.einsum('ij,ij->i', normals, a[usable])
+    counts = (np.abs(points @ normals.T - offsets) < PLANE_INLIER_M).sum(axis=0)
+    best_index = int(np.argmax(counts))  # the first of equals, as a sequential search keeps
+    best, best_count = (normals[best_index], float(offsets[best_index])), int(counts[best_index])
+    if best_count < PLANE_MIN_SHARE * len(points):
         return None
     inliers = points[np.abs(points @ best[0] - best[1]) < PLANE_INLIER_M]
     centroid = inliers.mean(axis=0)

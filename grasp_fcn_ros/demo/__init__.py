@@ -175,12 +175,12 @@ def run(args):
           f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, discovery "
           f"{os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE']}")
 
-    from ..core.backends import create_backend
     from ..core.detector import GraspDetector
-    from ..node import detector_config
+    from ..node import build_backend, detector_config
 
-    offline = GraspDetector(create_backend(model, values['backend'], values['device']),
-                            detector_config(values))
+    offline_backend = build_backend(dict(values, model_path=model))
+    print(f'runtime: {offline_backend.choice.describe()}')
+    offline = GraspDetector(offline_backend, detector_config(values))
 
     log_path = os.path.join(args.output, 'node.log')
     failures = []
