@@ -91,12 +91,14 @@ def machine_info():
     import cv2
     import torch
 
+    from ..core.devices import cpu_description, cpu_model
+
     info = {'platform': platform.platform(), 'python': platform.python_version(),
-            'processor': _cpu_name(), 'cpu_count': os.cpu_count(),
+            'processor': cpu_model(), 'cpu': cpu_description(), 'cpu_count': os.cpu_count(),
             'torch': torch.__version__, 'torch_threads': torch.get_num_threads(),
             'numpy': np.__version__, 'opencv': cv2.__version__,
             'cuda': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    for module in ('onnxruntime', 'openvino'):
+    for module in ('onnxruntime', 'openvino', 'nncf'):
         try:
             info[module] = __import__(module).__version__
         except ImportError:
@@ -104,17 +106,6 @@ def machine_info():
     if hasattr(os, 'getloadavg'):
         info['load_average_1min'] = os.getloadavg()[0]
     return info
-
-
-def _cpu_name():
-    try:
-        with open('/proc/cpuinfo') as stream:
-            for line in stream:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
 
 
 def runtime_available(backend):

@@ -1,5 +1,5 @@
 """``grasp-fcn bench`` in process: per-stage latency of the node's code path on real depth
-frames, per backend and device.
+frames, per backend, precision and device.
 
 Each frame is encoded once into a ``sensor_msgs/Image`` (16UC1 millimetres, as a depth camera
 sends it), then for every timed frame the message is decoded
@@ -28,8 +28,13 @@ from .common import (
 
 #: Stages of one in-process frame, in pipeline order.
 STAGES = ('decode', 'preprocess', 'inference', 'postprocess', 'projection', 'messages')
-#: Backend every speed-up is reported against.
-REFERENCE = 'torch@cpu'
+#: Runtime every speed-up is reported against: eager PyTorch in fp32.
+REFERENCE = 'torch:fp32@cpu'
+
+
+def target_key(backend, device, precision):
+    """A runtime's name in the tables and the report: ``backend:precision@device``."""
+    return f'{backend}:{precision}@{device}'
 
 
 class MessagePath:
@@ -89,32 +94,64 @@ class MessagePath:
         return messages
 
 
-def bench_targets(backends, device):
-    """The (backend, device) pairs to time, and notes on the ones left out.
+def _parse_spec(spec):
+    backend, _, precision = spec.strip().partition(':')
+    return backend, precision or 'fp32'
 
-    ``device`` ``auto`` means the CPU, plus CUDA for the backends that can use it when a GPU
-    is present; ``cpu`` or ``cuda`` pin one device.
 
-    :param backends: backend names, or ``['all']``.
-    :returns: ``(targets, notes)``.
+def bench_targets(backends, device, flags=None):
+    """The (backend, device, precision) runtimes to time, the one ``auto`` chooses, and notes
+    on the ones left out.
+
+    ``backends`` items are ``backend[:precision]`` (fp32 when not given) or ``auto``; ``all``
+    means every installed backend in fp32, plus each reduced precision this machine runs
+    natively (bf16 where the CPU has AMX or AVX512-BF16, fp16 on CUDA), int8 through OpenVINO
+    when NNCF is installed, and ``auto``. ``device`` ``auto`` means the CPU, plus CUDA for the
+    backends that can use it when a GPU is present; ``cpu`` or ``cuda`` pin one device.
+
+    :param backends: runtime specs, or ``['all']``.
+    :param flags: CPU flags (default: this machine's).
+    :returns: ``(targets, auto_target, notes)``; ``auto_target`` is None when ``auto`` was
+        not asked for.
     """
+    import importlib.util
+
     import torch
 
-    from ..core.backends import BACKENDS
-    from ..core.devices import resolve_device
+    from ..core.devices import native_bf16, resolve_device
+    from ..core.model import ModelError
+    from ..core.runtime import BACKENDS, choose_runtime
 
-    names = list(BACKENDS) if list(backends) == ['all'] else list(backends)
-    unknown = [b for b in names if b not in BACKENDS]
+    if list(backends) == ['all']:
+        specs = [f'{name}:fp32' for name in BACKENDS]
+        if native_bf16(flags):
+            specs += ['torch-channels-last:bf16', 'openvino:bf16']
+        if importlib.util.find_spec('nncf') is not None:
+            specs.append('openvino:int8')
+        specs.append('auto')
+    else:
+        specs = list(backends)
+    unknown = [s for s in specs if s != 'auto' and _parse_spec(s)[0] not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend(s) {', '.join(unknown)} "
-                         f"(expected {', '.join(BACKENDS)} or all)")
+                         f"(expected {', '.join(BACKENDS)}, with an optional :precision, "
+                         'auto, or all)')
     device = str(device).lower()
     if device == 'auto':
         devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
     else:
         devices = [resolve_device(device)]
-    targets, notes = [], []
-    for name in names:
+    targets, notes, auto_target = [], [], None
+    if 'auto' in specs:
+        choice = choose_runtime('auto', 'auto', devices[-1], flags=flags)
+        auto_target = (choice.backend, choice.device, choice.precision)
+        notes.append(f'auto chooses {target_key(*auto_target)}: {choice.reason}')
+        if list(backends) == ['all'] and devices[-1].startswith('cuda'):
+            specs.append('torch:fp16')
+        specs = [s for s in specs if s != 'auto']
+        specs.append(f'{choice.backend}:{choice.precision}')
+    for spec in specs:
+        name, precision = _parse_spec(spec)
         if not runtime_available(name):
             notes.append(f'{name}: runtime not installed, skipped')
             continue
@@ -127,8 +164,17 @@ def bench_targets(backends, device):
                 if 'CUDAExecutionProvider' not in onnxruntime.get_available_providers():
                     notes.append('onnxruntime: no CUDAExecutionProvider, not timed on CUDA')
                     continue
-            targets.append((name, dev))
-    return targets, notes
+            try:
+                choice = choose_runtime(name, precision, dev, flags=flags)
+            except ModelError as exc:
+                notes.append(f'{spec} on {dev}: {exc}')
+                continue
+            target = (choice.backend, choice.device, choice.precision)
+            if choice.precision != precision:
+                notes.append(f'{spec} on {dev}: {choice.reason}')
+            if target not in targets:
+                targets.append(target)
+    return targets, auto_target, notes
 
 
 def _synchronize(device):
@@ -137,11 +183,16 @@ def _synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def backend_options(backend, threads):
-    """Options that limit a backend to ``threads`` CPU threads (0 = the runtime's default)."""
-    if not threads or backend not in ('onnxruntime', 'openvino'):
-        return {}
-    return {'threads': int(threads)}
+def backend_options(backend, threads, precision='fp32'):
+    """Options that limit a backend to ``threads`` CPU threads (0 = the runtime's default),
+    and the bundled real frames as int8 calibration."""
+    options = {}
+    if threads and backend in ('onnxruntime', 'openvino'):
+        options['threads'] = int(threads)
+    if precision == 'int8':
+        from ..resources import default_calibration_dir
+        options['calibration'] = default_calibration_dir()
+    return options
 
 
 def limit_threads(threads):
@@ -156,17 +207,19 @@ def limit_threads(threads):
 
 def run_pipeline_bench(model_path, frames, targets, num_frames, warmup, detector_config,
                        progress=None, threads=0):
-    """Time the node's per-frame pipeline for every (backend, device), interleaved.
+    """Time the node's per-frame pipeline for every (backend, device, precision), interleaved.
 
     :param model_path: checkpoint.
     :param frames: depth images in metres, cycled.
-    :param targets: (backend, device) pairs.
+    :param targets: (backend, device, precision) runtimes.
     :param num_frames: timed frames per target.
     :param warmup: untimed frames per target before timing.
     :param detector_config: :class:`~grasp_fcn_ros.core.detector.DetectorConfig`.
     :param progress: a tqdm-like callable, or None.
     :param threads: CPU threads per backend (0 = each runtime's default, all cores).
-    :returns: ``{'backend@device': {stage: summary, ..., 'e2e': summary, 'fps': ...}}``.
+    :returns: ``{'backend:precision@device': {stage: summary, ..., 'e2e': summary, 'fps': ...,
+        'load_s': seconds to build the backend, 'prepare_s': of which export and
+        quantisation}}``.
     """
     from ..core.backends import create_backend
     from ..core.detector import GraspDetector
@@ -175,11 +228,15 @@ def run_pipeline_bench(model_path, frames, targets, num_frames, warmup, detector
     messages = [path.encode(depth) for depth in frames]
     intrinsics = [intrinsics_for(depth) for depth in frames]
     detectors, load_s = {}, {}
-    for backend, device in targets:
+    prepare_s = {}
+    for target in targets:
+        backend, device, precision = target
         start = time.perf_counter()
-        model = create_backend(model_path, backend, device, **backend_options(backend, threads))
-        detectors[(backend, device)] = GraspDetector(model, detector_config)
-        load_s[(backend, device)] = time.perf_counter() - start
+        model = create_backend(model_path, backend, device, precision,
+                               **backend_options(backend, threads, precision))
+        detectors[target] = GraspDetector(model, detector_config)
+        load_s[target] = time.perf_counter() - start
+        prepare_s[target] = getattr(model, 'prepare_s', None)
     times = {key: {stage: [] for stage in STAGES + ('e2e', 'e2e_cpu')} for key in detectors}
     grasp_counts = {key: [] for key in detectors}
     total = (warmup + num_frames) * len(detectors)
@@ -212,8 +269,9 @@ def run_pipeline_bench(model_path, frames, targets, num_frames, warmup, detector
     if bar is not None:
         bar.close()
     results = {}
-    for (backend, device), record in times.items():
-        entry = {'backend': backend, 'device': device}
+    for (backend, device, precision), record in times.items():
+        key = (backend, device, precision)
+        entry = {'backend': backend, 'device': device, 'precision': precision}
         for stage, values in record.items():
             entry[stage] = summarise(values)
         if not path.builds_messages:
@@ -223,9 +281,10 @@ def run_pipeline_bench(model_path, frames, targets, num_frames, warmup, detector
         entry['fps_p50'] = 1e3 / entry['e2e']['p50'] if mean_ms else None
         infer = entry['inference']['mean']
         entry['overhead_pct'] = 100.0 * (mean_ms - infer) / mean_ms if mean_ms else None
-        entry['grasps_mean'] = float(np.mean(grasp_counts[(backend, device)]))
-        entry['load_s'] = load_s[(backend, device)]
-        results[f'{backend}@{device}'] = entry
+        entry['grasps_mean'] = float(np.mean(grasp_counts[key]))
+        entry['load_s'] = load_s[key]
+        entry['prepare_s'] = prepare_s[key]
+        results[target_key(*key)] = entry
     reference = results.get(REFERENCE)
     for entry in results.values():
         entry['fps_ratio_vs_torch'] = (entry['fps'] / reference['fps']
@@ -242,12 +301,13 @@ def run_pipeline_bench(model_path, frames, targets, num_frames, warmup, detector
 def format_table(results):
     """A fixed-width table of p50 stage times, end-to-end p50/p99/max, fps and speed-up."""
     stage_cols = [s[:7] for s in STAGES]
-    head = (f"{'backend@device':26s}" + ''.join(f'{c:>8s}' for c in stage_cols)
+    head = (f"{'backend:precision@device':31s}" + ''.join(f'{c:>8s}' for c in stage_cols)
             + f"{'e2e p50':>9s}{'p99':>8s}{'max':>8s}{'fps':>7s}{'x torch':>8s}{'ovh %':>7s}"
             + f"{'cpu p50':>9s}{'x cpu':>7s}")
     lines = ['p50 per stage and end to end, milliseconds (fps: 1000 / mean e2e; x torch: fps '
-             'over torch@cpu; ovh: share of e2e outside inference; cpu: process CPU time '
-             'per frame, all threads)', head, '-' * len(head)]
+             f'over {REFERENCE}; ovh: share of e2e outside inference; cpu: process CPU time '
+             'per frame, all threads; *: what backend and precision auto choose)', head,
+             '-' * len(head)]
 
     def ms(summary):
         return '       -' if not summary or summary['p50'] is None else f"{summary['p50']:8.1f}"
@@ -256,7 +316,8 @@ def format_table(results):
         e2e = entry['e2e']
         ratio = entry.get('fps_ratio_vs_torch')
         lines.append(
-            f'{key:26s}' + ''.join(ms(entry[s]) for s in STAGES)
+            f"{key + (' *' if entry.get('auto') else ''):31s}"
+            + ''.join(ms(entry[s]) for s in STAGES)
             + f"{e2e['p50']:9.1f}{e2e['p99']:8.1f}{e2e['max']:8.1f}{entry['fps']:7.2f}"
             + (f'{ratio:8.2f}' if ratio else '       -') + f"{entry['overhead_pct']:7.1f}"
             + f"{entry['e2e_cpu']['p50']:9.1f}"
@@ -278,7 +339,7 @@ def run_in_process(args, model_path, frames, backends, folder):
     """
     from ..options import detector_config, progress_bar
 
-    targets, notes = bench_targets(backends, args.device)
+    targets, auto_target, notes = bench_targets(backends, args.device)
     if not targets:
         raise RuntimeError('no backend to time: ' + '; '.join(notes))
     machine = machine_info()
@@ -287,8 +348,11 @@ def run_in_process(args, model_path, frames, backends, folder):
                                        detector_config(args), progress_bar(), args.threads)
     if note:
         notes.append(note)
+    if auto_target is not None and target_key(*auto_target) in results:
+        results[target_key(*auto_target)]['auto'] = True
     machine['load_average_1min_after'] = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
     print(format_table(results))
+    print(f"CPU: {machine['cpu']}")
     print(f'{args.frames} frames (+{args.warmup} warm-up) from {folder}, '
           f'{len(frames)} distinct, {ENCODING}, holes: {args.holes} '
           f'({100 * args.invalid_fraction:.1f} % invalid pixels); model {args.model}')

@@ -62,8 +62,11 @@ def ros_environment(base=None, transport='default'):
 
 
 def node_command(model_path, backend, device, extra_params=None):
-    """Command line that starts the detector node with a backend."""
-    params = {'model_path': model_path, 'backend': backend, 'device': device}
+    """Command line that starts the detector node with a runtime: a backend name, or
+    ``backend:precision``."""
+    backend, _, precision = backend.partition(':')
+    params = {'model_path': model_path, 'backend': backend, 'device': device,
+              'precision': precision or ('auto' if backend == 'auto' else 'fp32')}
     params.update(extra_params or {})
     command = [sys.executable, '-m', 'grasp_fcn_ros.node', '--ros-args',
                '-r', '__node:=grasp_detector', '-r', 'depth:=/grasp_bench/depth',
@@ -173,10 +176,11 @@ def _ros_bench_one(publisher, executor, backend, args, num_frames, warmup):
 
 
 def run_ros_bench(args, model_path, frames, backends):
-    """``bench --ros``: one node process per backend, frames published at ``--rate`` Hz."""
+    """``bench --ros``: one node process per runtime (``backend[:precision]``, or ``auto``),
+    frames published at ``--rate`` Hz."""
     from ..core.backends import BACKENDS
 
-    names = list(BACKENDS) if backends == ['all'] else backends
+    names = list(BACKENDS) + ['auto'] if backends == ['all'] else backends
     env, transport_note = ros_environment(transport=args.transport)
     # this process's participant needs the same settings as the node's: set them while the
     # benchmark runs, then put the caller's environment back
@@ -194,7 +198,7 @@ def run_ros_bench(args, model_path, frames, backends):
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(publisher.node)
         for backend in names:
-            if not runtime_available(backend):
+            if backend != 'auto' and not runtime_available(backend.partition(':')[0]):
                 notes.append(f'{backend}: runtime not installed, skipped')
                 continue
             log = tempfile.TemporaryFile(mode='w+')
