@@ -182,3 +182,21 @@ def test_int8_without_calibration_is_refused():
     pytest.importorskip('openvino')
     with pytest.raises(ModelError, match='calibration'):
         create_backend(default_model_path(), 'openvino', 'cpu', 'int8')
+
+
+def test_compare_runtimes_reports_accuracy_and_map_differences(reference):
+    from grasp_fcn_ros.training.dataset import find_samples
+    from grasp_fcn_ros.training.evaluate import compare_runtimes, runtime_table
+
+    samples = find_samples(default_calibration_dir())[0]  # the bundled real frames
+    assert len(samples) == 3
+    bf16 = create_backend(default_model_path(), 'torch', 'cpu', 'bf16')
+    rows = compare_runtimes({'fp32': GraspDetector(reference),
+                             'again': GraspDetector(reference), 'bf16': GraspDetector(bf16)},
+                            samples, intrinsics=CORNELL_INTRINSICS)
+    assert [r['name'] for r in rows] == ['fp32', 'again', 'bf16']
+    assert rows[1]['q_max_abs'] == 0.0 and rows[1]['top1_same'] == 1.0
+    assert rows[1]['result'].accuracy == rows[0]['result'].accuracy
+    assert 0.0 < rows[2]['q_mean_abs'] <= rows[2]['q_max_abs']
+    table = runtime_table(rows)
+    assert 'bf16' in table and 'same top-1' in table
