@@ -158,7 +158,7 @@ def _table_room(rng, camera, wall_probability):
         far = table_point(k.cx, rng.uniform(0.08, 0.4) * h, (0.0, far))[1]
     right = table_point(rng.uniform(0.75, 1.3) * w, h / 2, (1.0, 0.0))[0]
     left = table_point(rng.uniform(-0.3, 0.25) * w, h / 2, (-1.0, 0.0))[0]
-    wall_y = far + rng.uniform(0.0, 0.4) if rng.random() < wall_probability else None
+    wall_y = far + rng.uniform(0.0, 0.25) if rng.random() < wall_probability else None
     return Room(x0=min(left, -0.1), x1=max(right, 0.1), y0=-3.0, y1=max(far, 0.1),
                 yaw=rng.uniform(-0.25, 0.25), floor_z=-rng.uniform(0.65, 0.8), wall_y=wall_y,
                 wall_top=rng.uniform(0.2, 1.5))

@@ -51,6 +51,8 @@ class GraspConfig:
     :param min_contact_width_m: thinner cross-sections are not grasped, metres.
     :param margin_m: range of the extra opening on each side of the contacts, metres.
     :param jaw_m: range of jaw sizes (across the closing direction), metres.
+    :param min_jaw_m: smallest jaw size: a candidate that fails for want of room is tried
+        again with half its jaw size, down to this, metres.
     :param cell_m: spacing of the top-down grid, metres.
     :param normal_radius_m: radius around a contact that its normal is estimated over, metres.
     :param candidates_per_object: candidates drawn on each object.
@@ -65,7 +67,8 @@ class GraspConfig:
     friction: float = 0.4
     min_contact_width_m: float = 0.004
     margin_m: tuple = (0.005, 0.025)
-    jaw_m: tuple = (0.015, 0.06)
+    jaw_m: tuple = (0.02, 0.07)
+    min_jaw_m: float = 0.015
     cell_m: float = 0.001
     normal_radius_m: float = 0.003
     candidates_per_object: int = 400
@@ -379,11 +382,15 @@ class TopDownGrid:
             margins = rng.uniform(*config.margin_m, m)
             jaws = rng.uniform(*config.jaw_m, m)
             result = self.evaluate(points, angles, margins, jaws, config)
-            # where the drawn jaw size does not fit (a cup's inside, a gap), the smallest one
-            tight = np.flatnonzero((result.reason == JAW) | (result.reason == CLOSING))
-            if len(tight):
-                retry = self.evaluate(points[tight], angles[tight], margins[tight],
-                                      np.full(len(tight), config.jaw_m[0]), config)
+            # where the drawn jaw size does not fit (a cup's inside, a gap), smaller ones
+            for _ in range(2):
+                tight = np.flatnonzero(((result.reason == JAW) | (result.reason == CLOSING))
+                                       & (result.jaw > config.min_jaw_m))
+                if len(tight) == 0:
+                    break
+                smaller = np.maximum(result.jaw[tight] / 2, config.min_jaw_m)
+                retry = self.evaluate(points[tight], angles[tight], margins[tight], smaller,
+                                      config)
                 _replace(result, tight, retry)
             labels.extend(_spread(result, rng, config))
         return labels
@@ -396,10 +403,13 @@ def _replace(result, where, other):
 
 
 def _spread(result, rng, config):
-    """A spread subset of an evaluation's positives, in random order."""
+    """A spread subset of an evaluation's positives."""
     chosen = []
     min_angle = np.deg2rad(config.min_angle_deg)
-    for k in rng.permutation(np.flatnonzero(result.positive)):
+    positives = np.flatnonzero(result.positive)
+    # larger jaws first (Cornell's rectangles are broad), in random order among similar ones
+    priority = result.jaw[positives] * rng.uniform(0.7, 1.0, len(positives))
+    for k in positives[np.argsort(-priority, kind='stable')]:
         c, a = result.centre[k], result.angle[k]
         if any(np.hypot(*(c - g.centre[:2])) < config.min_spacing_m
                and abs(wrap_angle(a - g.angle)) < min_angle for g in chosen):

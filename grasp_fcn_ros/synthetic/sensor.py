@@ -66,10 +66,10 @@ class SensorModel:
     enabled: bool = True
     baseline_m: float = 0.075
     projector_side: int = 1
-    disparity_noise_px: float = 0.05
-    noise_correlation_px: float = 1.5
-    disparity_step_px: float = 0.0625
-    smoothing_px: float = 1.5
+    disparity_noise_px: float = 0.07
+    noise_correlation_px: float = 1.0
+    disparity_step_px: float = 0.125
+    smoothing_px: float = 0.7
     warp: float = 0.03
     edge_jump: float = 0.03
     edge_drop: float = 0.6
