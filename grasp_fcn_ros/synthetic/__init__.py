@@ -9,11 +9,12 @@ built from an explicit object list.
 from .generator import make_shape, OBJECT_KINDS, random_scene, SceneConfig
 from .labels import GraspConfig, GraspLabel, TopDownGrid
 from .samples import render_sample, sample_of_scene, shade, SyntheticSample, write_dataset
-from .scene import Camera, PlacedObject, render, Room, Scene
+from .scene import Camera, make_scene, PlacedObject, render, Room, Scene
 from .sensor import SensorModel
 
 __all__ = [
-    'Camera', 'GraspConfig', 'GraspLabel', 'make_shape', 'OBJECT_KINDS', 'PlacedObject',
-    'random_scene', 'render', 'render_sample', 'Room', 'sample_of_scene', 'Scene',
-    'SceneConfig', 'SensorModel', 'shade', 'SyntheticSample', 'TopDownGrid', 'write_dataset',
+    'Camera', 'GraspConfig', 'GraspLabel', 'make_scene', 'make_shape', 'OBJECT_KINDS',
+    'PlacedObject', 'random_scene', 'render', 'render_sample', 'Room', 'sample_of_scene',
+    'Scene', 'SceneConfig', 'SensorModel', 'shade', 'SyntheticSample', 'TopDownGrid',
+    'write_dataset',
 ]

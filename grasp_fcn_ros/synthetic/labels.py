@@ -10,7 +10,9 @@ on an object, an angle in the table plane, an opening and a jaw size; it is **po
    ``finger_length_m`` below its top when that is higher) the closing line leaves the grasped
    object's cross-section on both sides into free space (not into another object), at two
    contacts closer than the opening less a margin on each side; the grasp's centre is the
-   contacts' midpoint;
+   contacts' midpoint. A share of the candidates instead close the jaws from the full opening
+   onto the object's outside, ``finger_length_m`` below the object's top: a cup or a ring
+   held around its body, which the walk out from a centre on its floor cannot find;
 2. *friction*: the cross-section's normal at each contact (in the table plane) lies within the
    friction cone (half-angle ``atan(friction)``) of the closing axis;
 3. *fit*: the opening (contact width plus margins) is at most the gripper's ``max_opening_m``;
@@ -56,6 +58,8 @@ class GraspConfig:
     :param cell_m: spacing of the top-down grid, metres.
     :param normal_radius_m: radius around a contact that its normal is estimated over, metres.
     :param candidates_per_object: candidates drawn on each object.
+    :param enclose_share: share of them whose jaws close onto the object's outside (see
+        :meth:`TopDownGrid.evaluate`).
     :param max_per_object: most positives kept per object.
     :param min_spacing_m: kept positives of an object differ by this much in position ...
     :param min_angle_deg: ... or this much in angle.
@@ -72,6 +76,7 @@ class GraspConfig:
     cell_m: float = 0.001
     normal_radius_m: float = 0.003
     candidates_per_object: int = 400
+    enclose_share: float = 0.3
     max_per_object: int = 10
     min_spacing_m: float = 0.012
     min_angle_deg: float = 20.0
@@ -189,6 +194,7 @@ class TopDownGrid:
         self.top = np.maximum(ground, top1)
         self.layers = ((ids1, bot1, top1), (ids2, bot2, top2))
         self._flat_layers = tuple(tuple(a.ravel() for a in layer) for layer in self.layers)
+        self.object_top = np.array([o.top for o in scene.objects] + [0.0])
         # the top surface's slope, smoothed over a few millimetres: the guide of candidate
         # angles across edges and walls
         smooth = cv2.GaussianBlur(self.top.astype(np.float32), (0, 0), 0.004 / self.cell)
@@ -259,9 +265,45 @@ class TopDownGrid:
             todo = todo[~found]
         return distance, into
 
-    def evaluate(self, points, angles, margins, jaws, config):
+    def _walk_in(self, points, d, z, half):
+        """Close a jaw from ``half`` metres along ``d`` towards each point (and on past it,
+        to ``-half``) at height ``z`` until it meets a solid.
+
+        :returns: ``(distance, into)``: the contact's distance from the point along ``d``
+            (NaN when nothing is met; +inf when the jaw starts inside a solid) and the object
+            met.
+        """
+        n = len(points)
+        distance = np.full(n, np.nan)
+        into = np.full(n, -1)
+        todo = np.arange(n)
+        count = int(np.ceil(2 * half / self.cell)) + 1
+        chunk = 24
+        for start in range(0, count, chunk):
+            if len(todo) == 0:
+                break
+            s = half - np.arange(start, min(start + chunk, count)) * self.cell
+            p = points[todo, None, :] + s[None, :, None] * d[todo, None, :]
+            own = self.owner(p[..., 0], p[..., 1], z[todo, None])
+            met = own >= 0
+            first = np.argmax(met, axis=1)
+            rows = np.arange(len(todo))
+            found = met[rows, first]
+            done = todo[found]
+            distance[done] = np.where(start + first[found] == 0, np.inf,
+                                      s[first[found]] + 0.5 * self.cell)
+            into[done] = own[rows, first][found]
+            todo = todo[~found]
+        return distance, into
+
+    def evaluate(self, points, angles, margins, jaws, config, enclose=None):
         """Check candidate grasps: centre points (N, 2) on objects' tops, closing angles (N,),
         margins and jaw sizes (N,), metres. Returns a :class:`GraspEvaluation`.
+
+        :param enclose: bool (N,) or None: candidates whose jaws close from the gripper's full
+            opening onto the object's outside at a height set by the object's top (a cup or a
+            ring held around its body), instead of contacts found walking out from the centre
+            point at a height set by the point's own column (the default: rims, solids).
 
         Each check runs on the candidates that passed the ones before it.
         """
@@ -279,13 +321,17 @@ class TopDownGrid:
         surface = np.full(n, np.nan)
         out = GraspEvaluation(reason, centre, opening, jaws.copy(), contact_z, surface, obj,
                               wrap_angle(angles))
-        k = np.flatnonzero(reason == OK)
-        contact_z[k] = np.maximum(0.5 * (top[k] + bottom[k]), top[k] - config.finger_length_m)
+        enclose = np.zeros(n, bool) if enclose is None else np.asarray(enclose, bool).ravel()
         d = np.stack([np.cos(angles), np.sin(angles)], -1)
         across = np.stack([-d[:, 1], d[:, 0]], -1)
         step = self.cell
+        with np.errstate(invalid='ignore'):  # no object: +inf bottom, -inf top
+            low = 0.5 * (top + bottom)
+        half_width = np.zeros(n)
 
-        # 1. contacts: walk out along the closing line at the contact height
+        # 1. contacts at the contact height, walking out from the point ...
+        k = np.flatnonzero((reason == OK) & ~enclose)
+        contact_z[k] = np.maximum(low[k], top[k] - config.finger_length_m)
         exits = []
         for side in (-1.0, 1.0):
             distance, into = self._walk(points[k], side * d[k], contact_z[k], obj[k],
@@ -293,14 +339,31 @@ class TopDownGrid:
             reason[k[np.isnan(distance)]] = TOO_WIDE
             reason[k[into >= 0]] = NEIGHBOUR
             exits.append(np.nan_to_num(distance))
-        width = exits[0] + exits[1]
+        half_width[k] = 0.5 * (exits[0] + exits[1])
         centre[k] = points[k] + (0.5 * (exits[1] - exits[0]))[:, None] * d[k]
+        # ... or closing in from the full opening onto the object's outside
+        k = np.flatnonzero((reason == OK) & enclose)
+        contact_z[k] = np.maximum(low[k], self.object_top[obj[k]] - config.finger_length_m)
+        reach = config.max_opening_m / 2
+        ends = []
+        for side in (-1.0, 1.0):
+            distance, into = self._walk_in(points[k], side * d[k], contact_z[k], reach)
+            reason[k[~np.isfinite(distance)]] = TOO_WIDE
+            reason[k[(into >= 0) & (into != obj[k])]] = NEIGHBOUR
+            ends.append(np.nan_to_num(distance, posinf=0.0))
+        half_width[k] = 0.5 * (ends[0] + ends[1])
+        centre[k] = points[k] + (0.5 * (ends[1] - ends[0]))[:, None] * d[k]
+        k = k[reason[k] == OK]  # nothing else between the contacts
+        between = _ticks_between(-half_width[k], half_width[k], step, 3)
+        owned = self._owned(centre[k], d[k], across[k], between, np.zeros((len(k), 1)),
+                            contact_z[k])
+        reason[k[((owned >= 0) & (owned != obj[k, None])).any(1)]] = NEIGHBOUR
+
+        k = np.flatnonzero(reason == OK)
+        width = 2 * half_width[k]
         opening[k] = width + 2 * margins[k]
-        fail = reason[k] == OK
-        reason[k[fail & (width < config.min_contact_width_m)]] = TOO_THIN
+        reason[k[width < config.min_contact_width_m]] = TOO_THIN
         reason[k[(reason[k] == OK) & (opening[k] > config.max_opening_m)]] = TOO_WIDE
-        half_width = np.zeros(n)
-        half_width[k] = 0.5 * width
 
         # 2. friction: the cross-section's normal at each contact, from the solid around it
         offsets = _disc(config.normal_radius_m, step)
@@ -338,7 +401,7 @@ class TopDownGrid:
         reach = opening[k] / 2 + config.finger_width_m
         span = _ticks_between(-reach, reach, step * 3, 5)
         high = self._sample(centre[k], d[k], across[k], span, lateral, self.top).max(1)
-        reason[k[high - contact_z[k] > config.finger_length_m]] = REACH
+        reason[k[high - contact_z[k] > config.finger_length_m + 1e-3]] = REACH
         k = np.flatnonzero(reason == OK)
         surface[k] = self.top_at(centre[k, 0], centre[k, 1])
         return out
@@ -381,7 +444,8 @@ class TopDownGrid:
                               + rng.normal(0, np.deg2rad(8), int(guided.sum())))
             margins = rng.uniform(*config.margin_m, m)
             jaws = rng.uniform(*config.jaw_m, m)
-            result = self.evaluate(points, angles, margins, jaws, config)
+            enclose = rng.random(m) < config.enclose_share
+            result = self.evaluate(points, angles, margins, jaws, config, enclose)
             # where the drawn jaw size does not fit (a cup's inside, a gap), smaller ones
             for _ in range(2):
                 tight = np.flatnonzero(((result.reason == JAW) | (result.reason == CLOSING))
@@ -390,7 +454,7 @@ class TopDownGrid:
                     break
                 smaller = np.maximum(result.jaw[tight] / 2, config.min_jaw_m)
                 retry = self.evaluate(points[tight], angles[tight], margins[tight], smaller,
-                                      config)
+                                      config, enclose[tight])
                 _replace(result, tight, retry)
             labels.extend(_spread(result, rng, config))
         return labels

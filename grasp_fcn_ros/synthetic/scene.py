@@ -206,6 +206,18 @@ class Scene:
     objects: list = field(default_factory=list)
 
 
+#: The camera of :func:`make_scene` by default: Kinect-like, 0.7 m straight above the table.
+TOP_DOWN_INTRINSICS = CameraIntrinsics(585.0, 585.0, 319.5, 239.5, 640, 480)
+
+
+def make_scene(objects, camera=None, room=None):
+    """A scene of explicit objects (:class:`PlacedObject` list) on a large table, seen by
+    ``camera`` (default: Kinect-like intrinsics, 0.7 m straight above the table's origin)."""
+    if camera is None:
+        camera = Camera.looking_at_table(TOP_DOWN_INTRINSICS, 0.0, 0.7)
+    return Scene(camera, room or Room(), list(objects))
+
+
 @dataclass
 class Rendering:
     """A noise-free rendering: depth along the optical axis (metres, inf where nothing is) and
