@@ -22,8 +22,8 @@ from grasp_fcn_ros.synthetic import (
     SensorModel,
     TopDownGrid,
 )
-from grasp_fcn_ros.synthetic.labels import FRICTION, NOT_AN_OBJECT, OK, TOO_WIDE
-from grasp_fcn_ros.synthetic.shapes import Box, Cup, Ellipsoid
+from grasp_fcn_ros.synthetic.labels import FRICTION, NOT_AN_OBJECT, OFF_CENTRE, OK, TOO_WIDE
+from grasp_fcn_ros.synthetic.shapes import Box, Cup, Cylinder, Ellipsoid, Shape
 from grasp_fcn_ros.training.dataset import find_samples
 
 CONFIG = GraspConfig()
@@ -97,9 +97,19 @@ def test_no_positive_lies_on_the_bare_table():
     table = [[0.1, 0.0], [0.0, 0.08], [-0.05, -0.05]]
     assert np.all(_evaluate(grid, table, 0.3).reason == NOT_AN_OBJECT)
     assert _labels(_grid()) == []
-    # in random scenes, every label's centre is on top of the object it grasps
+    # a ring held around its body would centre over the table in its hole: not a label
+    ring = _grid(PlacedObject(Cup(0.04, 0.03, 0.01, 0.0), 0.0, 0.0))
+    result = _evaluate(ring, [[0.035, 0.0]], 0.0, jaw=0.015)
+    assert result.reason[0] == OK and result.opening[0] < 0.04  # across the wall
+    wall = np.full(8, 0.035), np.zeros(8)
+    around = ring.evaluate(np.stack(wall, 1), np.zeros(8), np.full(8, 0.01),
+                           np.full(8, 0.02), CONFIG, enclose=np.ones(8, bool))
+    assert np.all(around.reason == OFF_CENTRE)
+    # in random scenes with rings and cups, every label's centre is on top of the object
+    # it grasps
+    config = SceneConfig(kinds=('ring', 'cup', 'box', 'cable'), objects=(3, 4))
     for index in range(3):
-        sample = render_sample(11, index)
+        sample = render_sample(11, index, config)
         grid = TopDownGrid(sample.scene, CONFIG.cell_m, 0.15)
         for g in sample.labels:
             obj, _, top = grid.topmost(np.array([g.centre[0]]), np.array([g.centre[1]]))
@@ -151,6 +161,17 @@ def test_cup_gets_rim_grasps():
         assert _off(g.angle, radial) <= CONE + 0.05  # across the wall
         assert g.opening_m < wall + 2 * CONFIG.margin_m[1] + 2e-3
         assert g.centre[2] == pytest.approx(0.10)
+
+
+def test_ray_cast_columns_match_the_shapes_formulas():
+    rng = np.random.default_rng(0)
+    for shape in (Box(0.1, 0.05, 0.03), Cylinder(0.03, 0.1), Cylinder(0.02, 0.15, lying=True),
+                  Ellipsoid(0.04, 0.03, 0.02)):
+        x = rng.uniform(-1.2, 1.2, 4000) * shape.half_x
+        y = rng.uniform(-1.2, 1.2, 4000) * shape.half_y
+        for cast, exact in zip(Shape.column(shape, x, y), shape.column(x, y)):
+            np.testing.assert_array_equal(np.isnan(cast), np.isnan(exact))
+            np.testing.assert_allclose(cast, exact, atol=1e-9)
 
 
 def test_same_seed_same_scene_and_labels():

@@ -12,7 +12,9 @@ on an object, an angle in the table plane, an opening and a jaw size; it is **po
    contacts closer than the opening less a margin on each side; the grasp's centre is the
    contacts' midpoint. A share of the candidates instead close the jaws from the full opening
    onto the object's outside, ``finger_length_m`` below the object's top: a cup or a ring
-   held around its body, which the walk out from a centre on its floor cannot find;
+   held around its body, which the walk out from a centre on its floor cannot find; either
+   way the centre lies on the grasped object's top (a grasp centred over the table inside a
+   ring is not a label);
 2. *friction*: the cross-section's normal at each contact (in the table plane) lies within the
    friction cone (half-angle ``atan(friction)``) of the closing axis;
 3. *fit*: the opening (contact width plus margins) is at most the gripper's ``max_opening_m``;
@@ -37,9 +39,11 @@ import numpy as np
 from ..core.grasp import Grasp2D, wrap_angle
 
 #: Reasons a candidate fails (``GraspEvaluation.reason``); 0 is a positive.
-OK, NOT_AN_OBJECT, NEIGHBOUR, TOO_WIDE, TOO_THIN, FRICTION, JAW, CLOSING, REACH = range(9)
+(OK, NOT_AN_OBJECT, NEIGHBOUR, TOO_WIDE, TOO_THIN, FRICTION, JAW, CLOSING, REACH,
+ OFF_CENTRE) = range(10)
 REASONS = ('ok', 'not an object', 'neighbour in the way', 'too wide', 'too thin', 'friction',
-           'jaw footprint not clear', 'closing path not clear', 'palm not clear')
+           'jaw footprint not clear', 'closing path not clear', 'palm not clear',
+           'centre not on the object')
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class GraspConfig:
     min_jaw_m: float = 0.015
     cell_m: float = 0.001
     normal_radius_m: float = 0.003
-    candidates_per_object: int = 400
+    candidates_per_object: int = 300
     enclose_share: float = 0.3
     max_per_object: int = 10
     min_spacing_m: float = 0.012
@@ -354,11 +358,14 @@ class TopDownGrid:
         half_width[k] = 0.5 * (ends[0] + ends[1])
         centre[k] = points[k] + (0.5 * (ends[1] - ends[0]))[:, None] * d[k]
         k = k[reason[k] == OK]  # nothing else between the contacts
-        between = _ticks_between(-half_width[k], half_width[k], step, 3)
+        between = _ticks_between(-half_width[k], half_width[k], step * 2, 3)
         owned = self._owned(centre[k], d[k], across[k], between, np.zeros((len(k), 1)),
                             contact_z[k])
         reason[k[((owned >= 0) & (owned != obj[k, None])).any(1)]] = NEIGHBOUR
 
+        k = np.flatnonzero(reason == OK)
+        # the centre on the object's top (not the table in a ring's hole)
+        reason[k[self.topmost(centre[k, 0], centre[k, 1])[0] != obj[k]]] = OFF_CENTRE
         k = np.flatnonzero(reason == OK)
         width = 2 * half_width[k]
         opening[k] = width + 2 * margins[k]
@@ -381,7 +388,7 @@ class TopDownGrid:
         # 4-5. each jaw's footprint, then its closing path
         for side in (-1.0, 1.0):
             k = np.flatnonzero(reason == OK)
-            lateral = _ticks(jaws[k], step * 2, 5)
+            lateral = _ticks(jaws[k], step * 3, 5)
             half = opening[k] / 2
             along = half[:, None] + _ticks_between(np.zeros(len(k)),
                                                    np.full(len(k), config.finger_width_m),
@@ -390,16 +397,16 @@ class TopDownGrid:
                                 self.top).max(1)
             reason[k[high > contact_z[k] + 1e-6]] = JAW
             k = np.flatnonzero(reason == OK)
-            lateral = _ticks(jaws[k], step * 2, 5)
+            lateral = _ticks(jaws[k], step * 3, 5)
             path = _ticks_between(half_width[k] + step, opening[k] / 2, step * 2, 3)
             owned = self._owned(centre[k], d[k], across[k], side * path, lateral, contact_z[k])
             reason[k[(owned >= 0).any(1)]] = CLOSING
 
         # 6. the palm: nothing between the jaws higher than the fingers reach
         k = np.flatnonzero(reason == OK)
-        lateral = _ticks(jaws[k], step * 2, 5)
+        lateral = _ticks(jaws[k], step * 5, 5)
         reach = opening[k] / 2 + config.finger_width_m
-        span = _ticks_between(-reach, reach, step * 3, 5)
+        span = _ticks_between(-reach, reach, step * 5, 5)
         high = self._sample(centre[k], d[k], across[k], span, lateral, self.top).max(1)
         reason[k[high - contact_z[k] > config.finger_length_m + 1e-3]] = REACH
         k = np.flatnonzero(reason == OK)

@@ -121,15 +121,15 @@ def shade(sample):
     light = up * 0.6 + np.array([0.3, -0.4, -0.6])
     light /= np.linalg.norm(light)
     n = np.where((n * view).sum(-1, keepdims=True) < 0, -n, n)
-    lit = 0.45 + 0.55 * np.clip(np.nan_to_num((n * light).sum(-1)), 0, 1)
+    lit = 0.55 + 0.45 * np.clip(np.nan_to_num((n * light).sum(-1)), 0, 1)
     palette = np.zeros((OBJECT_ID + len(sample.scene.objects), 3))
     for label, colour in ROOM_COLOURS.items():
         palette[label] = colour
     colour_rng = np.random.default_rng([int(sample.seed), int(sample.index), 7])
     for i, obj in enumerate(sample.scene.objects):
         if obj.graspable:
-            hsv = np.uint8([[[colour_rng.integers(0, 180), colour_rng.integers(80, 230),
-                              colour_rng.integers(60, 220)]]])
+            hsv = np.uint8([[[colour_rng.integers(0, 180), colour_rng.integers(90, 230),
+                              colour_rng.integers(120, 250)]]])
             palette[OBJECT_ID + i] = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]
         else:
             palette[OBJECT_ID + i] = (170, 180, 190)

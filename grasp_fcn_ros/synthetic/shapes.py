@@ -147,6 +147,11 @@ class Box(Convex):
         return box_interval(o, d, (-self.half_x, -self.half_y, 0.0),
                             (self.half_x, self.half_y, self.height))
 
+    def column(self, x, y):
+        x, y = np.ravel(x), np.ravel(y)
+        inside = (np.abs(x) <= self.half_x) & (np.abs(y) <= self.half_y)
+        return np.where(inside, 0.0, np.nan), np.where(inside, self.height, np.nan)
+
 
 class Cylinder(Convex):
     """A cylinder standing on its end (axis vertical) or lying on its side (axis along x)."""
@@ -168,6 +173,16 @@ class Cylinder(Convex):
                                      self.length / 2, axis=0)
         return cylinder_interval(o, d, self.radius, 0.0, self.length, axis=2)
 
+    def column(self, x, y):
+        x, y = np.ravel(x), np.ravel(y)
+        r = self.radius
+        if self.lying:
+            half = np.sqrt(np.maximum(r * r - y * y, 0.0))
+            inside = (np.abs(x) <= self.length / 2) & (np.abs(y) <= r)
+            return np.where(inside, r - half, np.nan), np.where(inside, r + half, np.nan)
+        inside = x * x + y * y <= r * r
+        return np.where(inside, 0.0, np.nan), np.where(inside, self.length, np.nan)
+
     def describe(self):
         return {'kind': self.kind, 'radius': round(self.radius, 5),
                 'length': round(self.length, 5)}
@@ -186,6 +201,12 @@ class Ellipsoid(Convex):
 
     def interval(self, o, d):
         return ellipsoid_interval(o, d, (0.0, 0.0, self.semi[2]), self.semi)
+
+    def column(self, x, y):
+        a, b, c = self.semi
+        q = 1.0 - (np.ravel(x) / a) ** 2 - (np.ravel(y) / b) ** 2
+        half = c * np.sqrt(np.maximum(q, 0.0))
+        return np.where(q >= 0, c - half, np.nan), np.where(q >= 0, c + half, np.nan)
 
     def describe(self):
         return {'kind': self.kind, 'semi_axes': [round(float(s), 5) for s in self.semi]}
