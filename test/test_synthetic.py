@@ -101,7 +101,7 @@ def test_no_positive_lies_on_the_bare_table():
     ring = _grid(PlacedObject(Cup(0.04, 0.03, 0.01, 0.0), 0.0, 0.0))
     result = _evaluate(ring, [[0.035, 0.0]], 0.0, jaw=0.015)
     assert result.reason[0] == OK and result.opening[0] < 0.04  # across the wall
-    wall = np.full(8, 0.035), np.zeros(8)
+    wall = np.full(8, 0.031), np.zeros(8)
     around = ring.evaluate(np.stack(wall, 1), np.zeros(8), np.full(8, 0.01),
                            np.full(8, 0.02), CONFIG, enclose=np.ones(8, bool))
     assert np.all(around.reason == OFF_CENTRE)
