@@ -20,6 +20,7 @@ from grasp_fcn_ros.synthetic import (
     sample_of_scene,
     SceneConfig,
     SensorModel,
+    SyntheticSamples,
     TopDownGrid,
 )
 from grasp_fcn_ros.synthetic.labels import FRICTION, NOT_AN_OBJECT, OFF_CENTRE, OK, TOO_WIDE
@@ -181,6 +182,17 @@ def test_same_seed_same_scene_and_labels():
     assert [g.polygon().tolist() for g in a.grasps] == [g.polygon().tolist() for g in b.grasps]
     c = render_sample(5, 3)
     assert a.describe()['objects'] != c.describe()['objects']
+
+
+def test_samples_render_on_demand_like_a_list():
+    samples = SyntheticSamples(5, 3, start=1)
+    assert len(samples) == 3
+    again = render_sample(5, 2)
+    np.testing.assert_array_equal(samples[1].depth_m, again.depth_m)
+    assert samples[-1].name == 'pcd0003' and [s.name for s in samples[:2]] == ['pcd0001',
+                                                                              'pcd0002']
+    with pytest.raises(IndexError):
+        samples[3]
 
 
 def test_every_object_kind_renders_and_is_labelled():

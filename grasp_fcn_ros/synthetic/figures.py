@@ -61,13 +61,20 @@ def measure_synthetic(seed, count, config):
     return geometry, stats, samples
 
 
+def _band_mean(stats):
+    """The mean noise of each depth band over frames (NaN where no frame reaches it)."""
+    values = np.array([s['noise'] for s in stats])
+    count = np.isfinite(values).sum(0)
+    return np.where(count > 0, np.nansum(values, 0) / np.maximum(count, 1), np.nan)
+
+
 def _summary(geometry, stats, height_of):
     keys = ('tilt_deg', 'distance_m', 'height_m', 'roll_deg', 'off_table')
     out = {k: _percentiles([g[k] for g in geometry if g]) for k in keys}
     out['table_row_fraction'] = _percentiles([g['table_row'] / height_of(i)
                                               for i, g in enumerate(geometry) if g])
     out['holes'] = _percentiles([s['holes'] for s in stats])
-    noise = np.nanmean(np.array([s['noise'] for s in stats]), axis=0)
+    noise = _band_mean(stats)
     out['noise_mm_by_depth'] = {f'{b:.1f}': (None if np.isnan(v) else round(float(v), 3))
                                 for b, v in zip(NOISE_BANDS_M, noise)}
     return out
@@ -138,7 +145,7 @@ def stats_figure(path, real, table, bin_view):
 
     ax = axes[1, 0]
     for name, (_, stats), colour in sets:
-        noise = np.nanmean(np.array([s['noise'] for s in stats]), axis=0)
+        noise = _band_mean(stats)
         ax.plot(NOISE_BANDS_M + 0.05, noise, marker='o', color=colour, label=name)
     ax.set_xlabel('depth (m)')
     ax.set_ylabel('std of 2nd difference / sqrt 6 (mm)')
@@ -164,7 +171,7 @@ def stats_figure(path, real, table, bin_view):
                 label=name)
     ax.set_xlabel('share of pixels without depth')
     ax.set_ylabel('frames')
-    ax.set_title('holes (Cornell files: filled; synthetic: half raw, half filled)')
+    ax.set_title('holes (synthetic: half the frames filled)')
     ax.legend(fontsize=8)
     return _save(figure, path)
 

@@ -3,10 +3,10 @@
 Two views, drawn to cover both the Cornell frames and a robot's bin camera:
 
 - ``table``: an oblique view of a table, the way Cornell's Kinect saw it (measured on its 80
-  frames with fx = 585 px: the table 44.6-50.5 deg from fronto-parallel, 1.09-1.15 m away along
-  the optical axis, turned by -8 to +7 deg about it); drawn from 35-60 deg, 0.8-1.5 m and
-  +-12 deg, with the table's far edge, a back wall and the floor beyond it in the upper rows
-  when the view reaches them;
+  frames with fx = 585 px: the table 44.6-50.5 deg from fronto-parallel, 1.08-1.15 m away along
+  the optical axis, its slope turned by -6 to +21 deg about it, the table starting at rows
+  88-119); drawn from 35-60 deg, 0.8-1.5 m and +-22 deg, with the table's far edge in the upper
+  8-40 % of the image (85 % of the scenes), a back wall and the floor beyond it;
 - ``bin``: nearly top-down (0-20 deg) at 0.3-0.7 m, over a bin (walls 5-15 cm high) or a bare
   table.
 
@@ -66,7 +66,7 @@ class SceneConfig:
     table_distance_m: tuple = (0.8, 1.5)
     bin_tilt_deg: tuple = (0.0, 20.0)
     bin_distance_m: tuple = (0.3, 0.7)
-    roll_deg: tuple = (-15.0, 15.0)
+    roll_deg: tuple = (-22.0, 22.0)
     wall_probability: float = 0.75
     bin_probability: float = 0.7
     sensor: SensorModel = field(default_factory=SensorModel)

@@ -77,6 +77,28 @@ def render_sample(seed, index, config=None):
                            seed=seed, index=index)
 
 
+class SyntheticSamples:
+    """A sequence of ``count`` scenes of a seed, rendered when indexed (nothing is stored): a
+    drop-in for a list of loaded Cornell samples, for training on the fly.
+
+    :param start: index of the first scene.
+    """
+
+    def __init__(self, seed, count, config=None, start=0):
+        self.seed, self.count, self.start = int(seed), int(count), int(start)
+        self.config = config or SceneConfig()
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.count))]
+        if not -self.count <= i < self.count:
+            raise IndexError(f'scene {i} of {self.count}')
+        return render_sample(self.seed, self.start + (i % self.count), self.config)
+
+
 def sample_of_scene(scene, config=None, sensor_rng=None, label_rng=None, name='scene',
                     seed=0, index=0):
     """Render a given :class:`~.scene.Scene` (e.g. from an explicit object list), add the

@@ -11,6 +11,7 @@ along the optical axis itself.
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from ..core.geometry import CameraIntrinsics
@@ -228,7 +229,10 @@ class Rendering:
 
 
 def render(scene):
-    """Ray cast a scene: one ray per pixel centre, nearest hit of the room and the objects."""
+    """Ray cast a scene: one ray per pixel centre, nearest hit of the room and the objects.
+
+    An object's rays are only those of the pixels inside the projection of its bounding box.
+    """
     cam = scene.camera
     k = cam.intrinsics
     h, w = cam.height, cam.width
@@ -238,20 +242,41 @@ def render(scene):
     dx, dy, dz = (r[i, 0] * x + r[i, 1] * y + r[i, 2] for i in range(3))
     depth, ids = scene.room.cast(cam.position, dx, dy, dz)
     for index, obj in enumerate(scene.objects):
-        box = _pixel_box(cam, obj)
-        if box is None:
+        pixels = _pixels_of(cam, obj)
+        if pixels is None:
             continue
-        u0, u1, v0, v1 = box
-        rows, cols = slice(v0, v1), slice(u0, u1)
-        d = np.stack([dx[rows, cols].ravel(), dy[rows, cols].ravel(), dz[rows, cols].ravel()],
-                     axis=1)
-        t = obj.shape.hit(obj.to_local(np.broadcast_to(cam.position, d.shape)),
-                          obj.directions_to_local(d)).reshape(v1 - v0, u1 - u0)
-        window = depth[rows, cols]
-        nearer = t < window
-        window[nearer] = t[nearer]
-        ids[rows, cols][nearer] = OBJECT_ID + index
+        rows, cols = pixels
+        # the rays in the object's frame: turned about the vertical, from one origin
+        c, s = np.cos(obj.yaw), np.sin(obj.yaw)
+        wx, wy = dx[rows, cols], dy[rows, cols]
+        d = np.stack([c * wx + s * wy, c * wy - s * wx, dz[rows, cols]], axis=1)
+        origin = np.broadcast_to(obj.to_local(cam.position), d.shape)
+        t = obj.shape.hit(origin, d)
+        nearer = t < depth[rows, cols]
+        depth[rows[nearer], cols[nearer]] = t[nearer]
+        ids[rows[nearer], cols[nearer]] = OBJECT_ID + index
     return Rendering(depth.astype(np.float32), ids)
+
+
+def _pixels_of(camera, obj, margin=2):
+    """Rows and columns (index arrays) of the pixels an object can cover: inside the convex
+    hull of its bounding box's projection, widened by ``margin`` pixels; None for none."""
+    box = _pixel_box(camera, obj, margin)
+    if box is None:
+        return None
+    u0, u1, v0, v1 = box
+    pixels, z = camera.project(obj.corners())
+    mask = np.zeros((v1 - v0, u1 - u0), np.uint8)
+    if np.any(z <= 1e-6) or not np.all(np.isfinite(pixels)):
+        mask[:] = 1
+    else:
+        hull = cv2.convexHull(np.round((pixels - [u0, v0]) * 16).astype(np.int32))
+        cv2.fillConvexPoly(mask, hull, 1, cv2.LINE_8, 4)
+        mask = cv2.dilate(mask, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
+    rows, cols = np.nonzero(mask)
+    if len(rows) == 0:
+        return None
+    return rows + v0, cols + u0
 
 
 def _pixel_box(camera, obj, margin=2):

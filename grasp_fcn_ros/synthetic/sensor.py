@@ -102,25 +102,25 @@ class SensorModel:
         :param fill: fill the holes (True / False), or None to draw it.
         :returns: float32 (H, W) metres; lost pixels NaN unless filled.
         """
-        depth = np.asarray(depth, np.float64)
+        depth = np.asarray(depth, np.float32)
         h, w = depth.shape
         present = np.isfinite(depth) & (depth > 0)
         if not self.enabled:
             return np.where(present, depth, np.nan).astype(np.float32)
         if fill is None:
             fill = rng.random() < self.fill_probability
-        z = np.where(present, depth, 1.0)
-        fb = intrinsics.fx * self.baseline_m
+        z = np.where(present, depth, np.float32(1.0))
+        fb = np.float32(intrinsics.fx * self.baseline_m)
         # a smooth distortion over the image, then the disparity's noise and quantisation
         if self.warp > 0:
             x = ((np.arange(w) - intrinsics.cx) / intrinsics.fx)[None, :]
             y = ((np.arange(h) - intrinsics.cy) / intrinsics.fy)[:, None]
             corner = max(x.max() ** 2, x.min() ** 2) + max(y.max() ** 2, y.min() ** 2)
             a, b, c = rng.uniform(-1, 1, 3) * self.warp / corner
-            z = z * (1 + a * x * x + b * y * y + c * x * y)
+            z = z * (1 + a * x * x + b * y * y + c * x * y).astype(np.float32)
         disparity = fb / z
         if self.disparity_noise_px > 0:
-            noise = rng.standard_normal((h, w)).astype(np.float32)
+            noise = rng.standard_normal((h, w), dtype=np.float32)
             s = self.noise_correlation_px
             if s > 0:
                 # correlated, and scaled back to unit variance (the kernel's squared weights)
@@ -128,12 +128,13 @@ class SensorModel:
                 kernel = cv2.getGaussianKernel(size, s).ravel()
                 noise = cv2.GaussianBlur(noise, (size, size), s) / np.float32(
                     (kernel ** 2).sum())
-            disparity = disparity + self.disparity_noise_px * noise
+            disparity = disparity + np.float32(self.disparity_noise_px) * noise
         if self.disparity_step_px > 0:
-            disparity = np.round(disparity / self.disparity_step_px) * self.disparity_step_px
+            step = np.float32(self.disparity_step_px)
+            disparity = np.round(disparity / step) * step
         if self.smoothing_px > 0:
             # smoothed as Cornell's files are (ramps between the steps), not across edges
-            smooth = cv2.GaussianBlur(disparity.astype(np.float32), (0, 0), self.smoothing_px)
+            smooth = cv2.GaussianBlur(disparity, (0, 0), self.smoothing_px)
             limit = 2 * max(self.disparity_step_px, self.disparity_noise_px)
             disparity = np.where(np.abs(smooth - disparity) < limit, smooth, disparity)
         with np.errstate(divide='ignore'):
@@ -149,12 +150,12 @@ class SensorModel:
     def lost_pixels(self, depth, present, intrinsics, rng, ids=None):
         """The pixels without a return, from the perfect depth (bool (H, W))."""
         h, w = depth.shape
-        z = np.where(present, depth, np.inf)
+        z = np.where(present, depth, np.float32(np.inf))
         lost = np.zeros((h, w), bool)
         if self.shadow and self.baseline_m > 0:
             lost |= projector_shadow(z, intrinsics.fx * self.baseline_m, self.projector_side)
         if self.edge_drop > 0:
-            zf = np.where(present, depth, 1e3)
+            zf = np.where(present, depth, np.float32(1e3))
             jump = np.zeros((h, w), bool)
             dx = np.abs(np.diff(zf, axis=1)) > self.edge_jump * np.minimum(zf[:, 1:], zf[:, :-1])
             dy = np.abs(np.diff(zf, axis=0)) > self.edge_jump * np.minimum(zf[1:], zf[:-1])
@@ -165,11 +166,11 @@ class SensorModel:
             if self.edge_width_px > 1:
                 k = 2 * self.edge_width_px - 1
                 jump = cv2.dilate(jump.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
-            lost |= jump & (rng.random((h, w)) < self.edge_drop)
+            lost |= jump & (rng.random((h, w), dtype=np.float32) < self.edge_drop)
         if self.grazing_deg < 90:
             lost |= grazing(depth, present, intrinsics, self.grazing_deg)
         if self.dropout > 0:
-            lost |= rng.random((h, w)) < self.dropout
+            lost |= rng.random((h, w), dtype=np.float32) < self.dropout
         scale = w / 640.0
         for _ in range(rng.poisson(self.blobs)):
             centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
@@ -180,7 +181,7 @@ class SensorModel:
         if ids is not None and self.dark_object_probability > 0:
             for label in np.unique(ids[ids >= OBJECT_ID]):
                 if rng.random() < self.dark_object_probability:
-                    blotch = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0),
+                    blotch = cv2.GaussianBlur(rng.random((h, w), dtype=np.float32), (0, 0),
                                               3 * scale)
                     lost |= (ids == label) & (blotch > np.quantile(blotch, 0.2))
         return lost
@@ -199,8 +200,8 @@ def projector_shadow(depth, fb, side=1, tolerance_px=0.5):
     """
     h, w = depth.shape
     with np.errstate(divide='ignore'):
-        shift = fb / depth
-    u = np.arange(w, dtype=np.float64)[None, :]
+        shift = np.float32(fb) / depth
+    u = np.arange(w, dtype=np.float32)[None, :]
     if side > 0:
         up = u - shift
         # smallest projector column of the pixels to the right
