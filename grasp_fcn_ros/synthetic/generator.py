@@ -321,10 +321,10 @@ def _place(rng, shape, camera, room, objects, region, stack_probability):
             xy = rotation_z(support.yaw)[:2, :2] @ local + [support.x, support.y]
             obj = PlacedObject(shape, xy[0], xy[1], rng.uniform(0, 2 * np.pi), support.top)
             fp = obj.footprint()
-            inside = _obb_overlap(fp, support.footprint(), gap=-0.01) and all(
-                abs(v) <= h + 0.01 for p in fp for v, h in zip(
-                    rotation_z(-support.yaw)[:2, :2] @ (p - [support.x, support.y]),
-                    (support.shape.half_x, support.shape.half_y)))
+            # on the support's top, overhanging it by 1 cm at most
+            local = (fp - [support.x, support.y]) @ rotation_z(-support.yaw)[:2, :2].T
+            inside = (np.all(np.abs(local[:, 0]) <= support.shape.half_x + 0.01)
+                      and np.all(np.abs(local[:, 1]) <= support.shape.half_y + 0.01))
             if inside and not any(_obb_overlap(fp, o.footprint()) for o in objects
                                   if o is not support and o.top > support.top - 1e-6):
                 return obj
