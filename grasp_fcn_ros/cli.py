@@ -230,6 +230,42 @@ def cmd_export(args):
     return 0
 
 
+def _object_range(text):
+    """``N`` or ``LOW-HIGH`` objects per scene as a (low, high) pair."""
+    try:
+        parts = [int(v) for v in text.split('-')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or LOW-HIGH, got '{text}'") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not 1 <= parts[0] <= parts[1]:
+        raise argparse.ArgumentTypeError(f"expected N or LOW-HIGH with 1 <= LOW <= HIGH, "
+                                         f"got '{text}'")
+    return tuple(parts)
+
+
+def cmd_synth(args):
+    import time
+
+    from .synthetic import SceneConfig, SensorModel, write_dataset
+
+    sensor = SensorModel(enabled=not args.perfect_depth,
+                         fill_probability=args.fill_probability)
+    config = SceneConfig(camera=args.camera, view=args.view, objects=args.objects,
+                         sensor=sensor)
+    start = time.perf_counter()
+    rectangles = write_dataset(args.output, args.count, args.seed, config, start=args.start,
+                               jobs=args.jobs, progress=progress_bar())
+    seconds = time.perf_counter() - start
+    print(f'wrote {args.count} scenes ({rectangles} grasp rectangles) to {args.output} in '
+          f'{seconds:.1f} s ({args.count / max(seconds, 1e-9):.2f} scenes/s with '
+          f'{args.jobs} job(s))')
+    if args.camera != 'kinect':
+        print('the scenes hold more than one camera model: each pcdNNNNscene.json gives its '
+              "intrinsics (train and eval assume --intrinsics' one)")
+    return 0
+
+
 def _add_intrinsics(parser):
     parser.add_argument('--intrinsics', default=','.join(
         f'{v:g}' for v in (CORNELL_INTRINSICS.fx, CORNELL_INTRINSICS.fy, CORNELL_INTRINSICS.cx,
@@ -336,6 +372,28 @@ def build_parser():
     _add_depth_scale(p)
     _add_model_args(p, backend=False)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser('synth', help='render synthetic tabletop depth scenes with grasp labels '
+                       "from their geometry, in Cornell's layout")
+    p.add_argument('--output', required=True, help='folder to write pcdNNNN* files into')
+    p.add_argument('--count', type=int, required=True, help='number of scenes')
+    p.add_argument('--seed', type=int, default=0, help='scene i of a seed is always the same')
+    p.add_argument('--start', type=int, default=0, help='index of the first scene')
+    p.add_argument('--objects', type=_object_range, default=(1, 6),
+                   help='objects per scene: N or LOW-HIGH (default 1-6)')
+    p.add_argument('--camera', choices=('kinect', 'realsense', 'mixed'), default='kinect',
+                   help="kinect: 640x480, fx 570-600 px (Cornell's); realsense: 640x480 or "
+                   '1280x720, fx 600-940 px')
+    p.add_argument('--view', choices=('table', 'bin', 'mixed'), default='table',
+                   help="table: oblique, 35-60 deg at 0.8-1.5 m (Cornell's); bin: near "
+                   'top-down, 0-20 deg at 0.3-0.7 m')
+    p.add_argument('--fill-probability', type=float, default=0.5,
+                   help="share of frames whose holes are inpainted as Cornell's files are; "
+                   'the others keep them as NaN, as a raw camera frame has them')
+    p.add_argument('--perfect-depth', action='store_true',
+                   help='no sensor model: the rendered depth as it is')
+    p.add_argument('--jobs', type=int, default=1, help='worker processes')
+    p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser('export', help='export the network for a faster runtime')
     p.add_argument('--format', choices=('onnx', 'openvino'), default='onnx')
