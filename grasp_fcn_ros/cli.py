@@ -225,7 +225,11 @@ def cmd_bench(args):
 
 def cmd_export(args):
     from .core.export import export_model
-    path = export_model(args.model, args.format, args.output)
+    calibration = None
+    if args.precision == 'int8':
+        calibration = args.calibration or default_calibration_dir()
+    path = export_model(args.model, args.format, args.output, args.precision, calibration,
+                        args.depth_scale)
     print(f'wrote {path}')
     return 0
 
@@ -397,6 +401,12 @@ def build_parser():
 
     p = sub.add_parser('export', help='export the network for a faster runtime')
     p.add_argument('--format', choices=('onnx', 'openvino'), default='onnx')
+    p.add_argument('--precision', choices=('fp32', 'fp16', 'int8'), default='fp32',
+                   help='openvino only: fp16 weights, or int8 quantised with NNCF')
+    p.add_argument('--calibration', default=None,
+                   help='int8: folder of depth frames (default: the bundled demo frames)')
+    p.add_argument('--depth-scale', type=float, default=0.001,
+                   help='metres per unit of integer calibration depth files')
     p.add_argument('--output', help='output file (default: beside the model)')
     p.add_argument('--model', default=default_model_path())
     p.set_defaults(func=cmd_export)

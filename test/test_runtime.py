@@ -200,3 +200,24 @@ def test_compare_runtimes_reports_accuracy_and_map_differences(reference):
     assert 0.0 < rows[2]['q_mean_abs'] <= rows[2]['q_max_abs']
     table = runtime_table(rows)
     assert 'bf16' in table and 'same top-1' in table
+
+
+@pytest.mark.skipif(not (HAS_OPENVINO and HAS_NNCF), reason='needs OpenVINO and NNCF')
+def test_cli_exports_an_int8_and_an_fp16_openvino_network(tmp_path, random_model_path):
+    import openvino as ov
+
+    from grasp_fcn_ros.cli import main
+
+    int8 = tmp_path / 'int8.xml'
+    assert main(['export', '--model', random_model_path, '--format', 'openvino', '--precision',
+                 'int8', '--output', str(int8)]) == 0
+    ops = ov.Core().read_model(str(int8)).get_ordered_ops()
+    assert any(op.get_type_name() == 'FakeQuantize' for op in ops)
+    assert main(['export', '--model', random_model_path, '--format', 'openvino', '--precision',
+                 'fp16', '--output', str(tmp_path / 'fp16.xml')]) == 0
+    assert main(['export', '--model', random_model_path, '--format', 'openvino', '--output',
+                 str(tmp_path / 'fp32.xml')]) == 0
+    fp16_size, fp32_size = ((tmp_path / f'{name}.bin').stat().st_size for name in ('fp16', 'fp32'))
+    assert fp16_size < 0.6 * fp32_size  # the weights in half the bytes
+    with pytest.raises(ModelError, match="cannot export format 'onnx' in precision 'int8'"):
+        export.export_model(random_model_path, 'onnx', precision='int8')

@@ -175,8 +175,9 @@ def _import_onnxruntime():
     return onnxruntime
 
 
-def export_openvino(onnx_path, xml_path):
-    """Convert an ONNX export to OpenVINO IR (``.xml`` + ``.bin``), weights kept in fp32.
+def export_openvino(onnx_path, xml_path, compress_to_fp16=False):
+    """Convert an ONNX export to OpenVINO IR (``.xml`` + ``.bin``), weights kept in fp32
+    unless ``compress_to_fp16``.
 
     :param onnx_path: an ONNX file from :func:`export_onnx`.
     :param xml_path: the ``.xml`` file to write; the ``.bin`` goes beside it.
@@ -187,7 +188,7 @@ def export_openvino(onnx_path, xml_path):
     tmp_dir = _atomic_output(xml_path)
     try:
         tmp_xml = os.path.join(tmp_dir, 'model.xml')
-        ov.save_model(ir, tmp_xml, compress_to_fp16=False)
+        ov.save_model(ir, tmp_xml, compress_to_fp16=bool(compress_to_fp16))
         bin_path = os.path.splitext(xml_path)[0] + '.bin'
         # the .bin first: a reader that finds the .xml finds its weights
         os.replace(os.path.join(tmp_dir, 'model.bin'), bin_path)
@@ -257,27 +258,56 @@ def cached_export(model, fmt, cache_dir=None):
     return xml_path
 
 
-def export_model(model_path, fmt='onnx', output=None):
+#: Precisions :func:`export_model` writes: fp32, or (OpenVINO IR only) fp16 weights or the
+#: int8-quantised network.
+EXPORT_PRECISIONS = ('fp32', 'fp16', 'int8')
+
+
+def export_model(model_path, fmt='onnx', output=None, precision='fp32', calibration=None,
+                 depth_scale=0.001):
     """Export a checkpoint for a faster runtime (``grasp-fcn export``).
 
     :param model_path: checkpoint file.
     :param fmt: ``onnx`` or ``openvino`` (IR ``.xml`` + ``.bin``).
     :param output: file to write (default: beside the checkpoint, ``.onnx`` or ``.xml``).
+    :param precision: ``fp32``; for OpenVINO also ``fp16`` (weights stored in fp16) or ``int8``
+        (quantised, see :mod:`~grasp_fcn_ros.core.quantize`).
+    :param calibration: for ``int8``: a folder of depth frames, or depth images (metres).
+    :param depth_scale: metres per unit of integer depth files in a calibration folder.
     :returns: the path written.
-    :raises ModelError: for an unreadable checkpoint, an unknown format or a missing runtime.
+    :raises ModelError: for an unreadable checkpoint, an unknown format or precision, or a
+        missing runtime.
     """
     if fmt not in FORMATS:
         raise ModelError(f"unknown export format '{fmt}' (expected one of {', '.join(FORMATS)})")
+    if precision not in EXPORT_PRECISIONS or (fmt == 'onnx' and precision != 'fp32'):
+        raise ModelError(f"cannot export format '{fmt}' in precision '{precision}' (ONNX: "
+                         "fp32; OpenVINO: fp32, fp16, int8)")
     model, _ = load_model(model_path)
     stem = os.path.splitext(model_path)[0]
     if fmt == 'onnx':
         return export_onnx(model, output or stem + '.onnx')
-    xml_path = output or stem + '.xml'
+    xml_path = output or stem + ('.xml' if precision == 'fp32' else f'_{precision}.xml')
     if not xml_path.endswith('.xml'):
         raise ModelError(f'an OpenVINO IR output must end in .xml, got {xml_path}')
+    if precision == 'int8':
+        from .quantize import calibration_frames, calibration_inputs, quantize_openvino
+
+        if calibration is None:
+            raise ModelError("precision 'int8' needs calibration depth frames (a folder)")
+        frames = (calibration_frames(calibration, depth_scale)
+                  if isinstance(calibration, (str, os.PathLike)) else list(calibration))
+        inputs = calibration_inputs(frames, model.config.input_size)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(model, os.path.join(tmp, 'grasp_fcn.onnx'))
-        return export_openvino(onnx_path, xml_path)
+        if precision == 'int8':
+            fp32_xml = export_openvino(onnx_path, os.path.join(tmp, 'grasp_fcn.xml'))
+            tmp_xml = quantize_openvino(fp32_xml, inputs, os.path.join(tmp, 'int8.xml'))
+            os.makedirs(os.path.dirname(os.path.abspath(xml_path)), exist_ok=True)
+            shutil.move(tmp_xml[:-4] + '.bin', xml_path[:-4] + '.bin')
+            shutil.move(tmp_xml, xml_path)
+            return xml_path
+        return export_openvino(onnx_path, xml_path, compress_to_fp16=precision == 'fp16')
 
 
 class _ExportedBackend:
