@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+from .core.devices import PRECISIONS
 from .core.geometry import CORNELL_INTRINSICS
 from .core.scale import SCALE_MODES, SCENE_DEPTH_STATISTICS
 from .options import detector_config, progress_bar
@@ -103,7 +104,9 @@ def _train_config(args):
     camera = parse_intrinsics(args.intrinsics)
     return TrainConfig(dataset=args.dataset, output_dir=args.output, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       device=args.device, folds=args.folds, fold=args.fold, split=args.split,
+                       device=args.device, precision=args.precision, workers=args.workers,
+                       threads=args.threads, init=args.init,
+                       folds=args.folds, fold=args.fold, split=args.split,
                        object_map=args.object_map, augment=augment,
                        lr_schedule=args.lr_schedule, batch_renorm=args.batch_renorm,
                        depth_scale=args.depth_scale,
@@ -111,14 +114,19 @@ def _train_config(args):
 
 
 def cmd_train(args):
+    from .training import distributed
     from .training.train import cross_validate, train
 
     config = _train_config(args)
-    if args.cross_validate:
-        cross_validate(config, resume=args.resume, progress=progress_bar())
-    else:
-        summary = train(config, resume=args.resume, progress=progress_bar())
-        print(json.dumps(summary, indent=2))
+    try:
+        if args.cross_validate:
+            cross_validate(config, resume=args.resume, progress=progress_bar())
+        else:
+            summary = train(config, resume=args.resume, progress=progress_bar())
+            if distributed.Processes.from_environment().main:
+                print(json.dumps(summary, indent=2))
+    finally:
+        distributed.finish()
     return 0
 
 
@@ -309,16 +317,32 @@ def build_parser():
     _add_model_args(p)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser('train', help='train on a Cornell-layout dataset')
+    p = sub.add_parser('train', help='train on a Cornell-layout dataset (several processes '
+                       'with torchrun --nproc-per-node N -m grasp_fcn_ros.cli train ...)')
     p.add_argument('--dataset', required=True)
     p.add_argument('--output', required=True, help='run folder (checkpoints, log.csv)')
     p.add_argument('--epochs', type=int, default=100)
-    p.add_argument('--batch-size', type=int, default=8)
+    p.add_argument('--batch-size', type=int, default=8,
+                   help='images per optimiser step, all processes together (under torchrun '
+                   'each takes its share; it must divide)')
     p.add_argument('--lr', type=float, default=1e-3, help='Adam learning rate (peak)')
     p.add_argument('--lr-schedule', choices=('cosine', 'constant'), default='cosine',
                    help='cosine: from --lr down to 0 over the run')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='auto')
+    p.add_argument('--precision', choices=PRECISIONS, default='auto',
+                   help='autocast of the training forward: auto takes bf16 where the CPU '
+                   '(AMX-BF16 or AVX512-BF16) or the GPU computes it natively, fp16 on older '
+                   'GPUs, else fp32; bf16 where it is not native falls back to fp32; fp16 '
+                   'needs CUDA. Loss, weights and checkpoints stay fp32')
+    p.add_argument('--workers', type=int, default=-1,
+                   help='data loader workers per process (default: none on a CPU with fewer '
+                   'than 8 cores per process, 2 above; up to 8 with CUDA; 0 = in process)')
+    p.add_argument('--threads', type=int, default=0,
+                   help="CPU threads per process (default: torch's, or under torchrun the "
+                   "machine's cores shared among its processes)")
+    p.add_argument('--init', help="start from this checkpoint's weights and architecture "
+                   '(new optimiser and schedule)')
     p.add_argument('--folds', type=int, default=0, help='k of k-fold splits (0 = train on all)')
     p.add_argument('--fold', type=int, default=0, help='held-out fold of a single run')
     p.add_argument('--split', choices=('image', 'object'), default='image')

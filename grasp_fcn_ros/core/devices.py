@@ -1,6 +1,7 @@
-"""Devices, CPU features and backend options: the checks shared by the backends and the
-exporters."""
+"""Devices, CPU features, precisions and backend options: the checks shared by the backends,
+the exporters and training."""
 
+import contextlib
 import functools
 import inspect
 import platform
@@ -90,6 +91,63 @@ def cpu_description(flags=None):
     flags = cpu_flags() if flags is None else flags
     notable = [flag for flag in NOTABLE_FLAGS if flag in flags]
     return f"{cpu_model()} ({', '.join(notable) or 'no AVX2'})"
+
+
+#: Arithmetic precisions accepted by :func:`resolve_precision`.
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+
+_AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+def cuda_bf16(device='cuda'):
+    """Whether a CUDA device computes bfloat16 natively (compute capability 8.0, Ampere, and
+    later); False without CUDA."""
+    if not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(torch.device(device))[0] >= 8
+
+
+def resolve_precision(precision, device):
+    """The arithmetic precision to use on a (resolved) device.
+
+    ``auto`` takes bf16 on a CPU with native bf16 (:func:`native_bf16`) and on a CUDA device
+    with native bf16 (:func:`cuda_bf16`), fp16 on an older CUDA device, fp32 elsewhere. ``bf16``
+    where it is not native falls back to fp32, with a note saying so. ``fp16`` needs CUDA: CPUs
+    have no fast fp16 arithmetic for training.
+
+    :param precision: one of :data:`PRECISIONS`.
+    :param device: a torch device name, e.g. from :func:`resolve_device`.
+    :returns: ``(precision, note)``: ``fp32``, ``bf16`` or ``fp16``, and a sentence explaining
+        a fallback (None when the request was taken as it is).
+    :raises ValueError: for an unknown precision, or fp16 without CUDA.
+    """
+    precision = str(precision).strip().lower()
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}' "
+                         f"(expected one of {', '.join(PRECISIONS)})")
+    cuda = torch.device(device).type == 'cuda'
+    if precision == 'fp16' and not cuda:
+        raise ValueError(f"precision fp16 needs a CUDA device, got '{device}': CPUs have no "
+                         'fast fp16 arithmetic (use bf16 on a CPU with AMX-BF16 or '
+                         'AVX512-BF16, or fp32)')
+    native = cuda_bf16(device) if cuda else native_bf16()
+    if precision == 'auto':
+        if native:
+            return 'bf16', None
+        return ('fp16' if cuda else 'fp32'), None
+    if precision == 'bf16' and not native:
+        where = 'this CUDA device' if cuda else \
+            f"this CPU (none of the flags {', '.join(BF16_FLAGS)})"
+        return 'fp32', f'bf16 is not native on {where}: using fp32'
+    return precision, None
+
+
+def autocast_context(precision, device):
+    """The autocast context of a resolved precision on a device: bf16 or fp16 autocast, or a
+    null context for fp32."""
+    dtype = _AUTOCAST_DTYPES.get(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def check_options(factory, backend, options):

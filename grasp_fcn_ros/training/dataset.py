@@ -7,6 +7,7 @@ import re
 
 import cv2
 import numpy as np
+import torch
 
 from ..core.color import read_color_image
 from ..core.depth import DEPTH_FILE_TYPES, read_depth_image
@@ -307,3 +308,94 @@ def make_example(sample, input_size, crop_size_px, max_width_px, rng=None, augme
     x = normalise_input(filled)[None]
     y = ground_truth_maps(grasps, input_size, max_width_px)
     return x, y
+
+
+class GraspDataset(torch.utils.data.Dataset):
+    """Training examples of loaded samples: :func:`make_example` pairs as tensors.
+
+    Items are indexed by ``(epoch, index)`` (a plain ``index`` means epoch 0). With
+    augmentation, each example draws from its own random stream, seeded by ``(seed, epoch,
+    index)``, so an example is the same whichever process or data loader worker builds it, and
+    in whichever order: results depend neither on ``--workers`` nor on the number of
+    distributed processes. The samples' decoded depth is held in memory (load them before).
+
+    :param samples: loaded :class:`CornellSample` list.
+    :param augment: :class:`AugmentConfig`, or None for the detector's centred crop.
+    :param seed: the run's seed.
+    """
+
+    def __init__(self, samples, input_size, crop_size_px, max_width_px, augment=None, seed=0,
+                 min_depth_m=DEFAULT_MIN_DEPTH_M, max_depth_m=DEFAULT_MAX_DEPTH_M):
+        self.samples = list(samples)
+        self.input_size = input_size
+        self.crop_size_px = crop_size_px
+        self.max_width_px = max_width_px
+        self.augment = augment
+        self.seed = seed
+        self.min_depth_m = min_depth_m
+        self.max_depth_m = max_depth_m
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        rng = None
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, int(epoch), int(index)])
+        x, y = make_example(self.samples[index], self.input_size, self.crop_size_px,
+                            self.max_width_px, rng, self.augment, self.min_depth_m,
+                            self.max_depth_m)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Batches of ``(epoch, index)`` keys of a :class:`GraspDataset` for one process of
+    ``world_size``.
+
+    Every epoch the indices are shuffled with a stream seeded by ``(seed, epoch)`` (the same in
+    every process), padded by repeating the first ones to a multiple of ``world_size`` (as
+    ``torch.utils.data.DistributedSampler`` does), and dealt round-robin: process ``rank``
+    takes every ``world_size``-th index from ``rank`` on. Batch ``k`` of all processes together
+    is then exactly batch ``k`` of one process with ``batch_size * world_size`` (up to the
+    padding of the last one), and every process has the same number of batches of the same
+    sizes.
+
+    :param count: number of items.
+    :param batch_size: items per batch of this process.
+    :param shuffle: False keeps the items in order (recalibration).
+    """
+
+    def __init__(self, count, batch_size, seed=0, rank=0, world_size=1, shuffle=True):
+        if batch_size < 1:
+            raise ValueError(f'batch size must be at least 1, got {batch_size}')
+        self.count = count
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        """Take the order of ``epoch`` (call before each pass)."""
+        self.epoch = epoch
+
+    def indices(self):
+        """This process's indices of the current epoch, in order."""
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.count)
+        else:
+            order = np.arange(self.count)
+        padding = -self.count % self.world_size
+        order = np.concatenate([order, np.resize(order, padding)]) if padding else order
+        return [int(i) for i in order[self.rank::self.world_size]]
+
+    def __iter__(self):
+        mine = self.indices()
+        for start in range(0, len(mine), self.batch_size):
+            yield [(self.epoch, i) for i in mine[start:start + self.batch_size]]
+
+    def __len__(self):
+        per_rank = -(-self.count // self.world_size)
+        return -(-per_rank // self.batch_size)

@@ -1,7 +1,12 @@
-"""Training: weighted MSE on the grasp maps, Adam, per-epoch checkpoints, resume, k-fold CV."""
+"""Training: weighted MSE on the grasp maps, Adam, per-epoch checkpoints, resume, k-fold CV.
+
+One process, or several under ``torchrun`` (DistributedDataParallel, see
+:mod:`~grasp_fcn_ros.training.distributed`); bf16 / fp16 autocast where the device computes it
+natively (:func:`~grasp_fcn_ros.core.devices.resolve_precision`).
+"""
 
 import csv
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 import json
 import math
 import os
@@ -14,23 +19,41 @@ from torch.nn import functional as F
 
 from ..core.backends import TorchBackend
 from ..core.detector import DetectorConfig, GraspDetector
-from ..core.devices import resolve_device
+from ..core.devices import autocast_context, resolve_device, resolve_precision
 from ..core.geometry import CameraIntrinsics, CORNELL_INTRINSICS, CropTransform
 from ..core.model import (
     GraspFCN,
     load_checkpoint,
     load_model,
     ModelConfig,
+    ModelError,
     save_checkpoint,
 )
 from ..core.preprocess import DEFAULT_MAX_DEPTH_M, DEFAULT_MIN_DEPTH_M
 from ..core.scale import metres_per_pixel
-from .dataset import AugmentConfig, find_samples, make_example, split_folds
+from . import distributed
+from .dataset import (
+    AugmentConfig,
+    EpochBatchSampler,
+    find_samples,
+    GraspDataset,
+    split_folds,
+)
 from .evaluate import evaluate, EvaluationResult
-from .renorm import recalibrate_batchnorm, set_renorm_limits, use_batch_renorm
+from .renorm import (
+    recalibrate_batchnorm,
+    set_renorm_limits,
+    use_batch_renorm,
+    use_synced_batchnorm,
+)
 
+#: Columns of ``log.csv``: ``seconds`` is the whole epoch (training, recalibration,
+#: validation, checkpoints), ``train_seconds`` its optimiser steps, ``images_per_second`` the
+#: training images through them per second (all processes together) and ``data_wait`` the
+#: share of ``train_seconds`` spent waiting for input batches.
 LOG_FIELDS = ('epoch', 'loss', 'loss_quality', 'loss_angle', 'loss_width', 'train_accuracy',
-              'val_images', 'val_accuracy', 'seconds')
+              'val_images', 'val_accuracy', 'seconds', 'train_seconds', 'images_per_second',
+              'data_wait')
 
 #: Training images (spread over the set) re-scored without augmentation after every epoch, to
 #: follow fitting.
@@ -44,12 +67,26 @@ class TrainConfig:
     :param dataset: Cornell root (or one of its folders, or a flat folder).
     :param output_dir: where checkpoints and the log go.
     :param epochs: passes over the training images.
-    :param batch_size: images per optimiser step.
+    :param batch_size: images per optimiser step, all processes together: under ``torchrun``
+        each of N processes takes ``batch_size / N`` of them (it must divide), so a run
+        trains the same model with any number of processes.
     :param lr: Adam learning rate (the peak, with a schedule).
     :param lr_schedule: ``constant``, or ``cosine``: the rate falls from ``lr`` to 0 along a
         half cosine over all optimiser steps of the run.
-    :param seed: seeds Python, numpy and torch; also the split.
+    :param seed: seeds Python, numpy and torch; also the split, the order of each epoch
+        (from ``(seed, epoch)``) and each example's augmentation (from ``(seed, epoch,
+        image)``).
     :param device: ``auto``, ``cpu`` or ``cuda``.
+    :param precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``: autocast of the training
+        forward (:func:`~grasp_fcn_ros.core.devices.resolve_precision`; ``auto`` takes bf16
+        where the CPU or GPU computes it natively, fp16 with a gradient scaler on older GPUs,
+        else fp32). The loss, the weights and the checkpoints stay fp32.
+    :param workers: data loader worker processes per training process; -1 picks
+        (:func:`default_workers`), 0 builds the examples in the training process.
+    :param threads: intra-op CPU threads per training process; 0 shares the cores available
+        evenly among the processes of the machine (one process: torch's default).
+    :param init: checkpoint whose weights (and architecture) training starts from, with a new
+        optimiser and schedule; None starts from random weights.
     :param weights: loss weights (quality, angle, width) of the weighted MSE.
     :param folds: number of cross-validation folds (0 = no held-out split).
     :param fold: the test fold of this run.
@@ -80,6 +117,10 @@ class TrainConfig:
     lr_schedule: str = 'cosine'
     seed: int = 0
     device: str = 'auto'
+    precision: str = 'auto'
+    workers: int = -1
+    threads: int = 0
+    init: str = None
     weights: tuple = (5.0, 3.0, 4.0)
     folds: int = 0
     fold: int = 0
@@ -129,17 +170,6 @@ def spread(samples, count):
     return [samples[i] for i in np.linspace(0, len(samples) - 1, count).round().astype(int)]
 
 
-def _recalibration_batches(samples, config, model_config, device, memory_format):
-    """Un-augmented training inputs, batch by batch, for :func:`recalibrate_batchnorm`."""
-    chosen = spread(samples, config.recalibration_images)
-    for start in range(0, len(chosen), config.batch_size):
-        xs = [make_example(s, model_config.input_size, config.crop_size_px,
-                           model_config.max_width_px, min_depth_m=config.min_depth_m,
-                           max_depth_m=config.max_depth_m)[0]
-              for s in chosen[start:start + config.batch_size]]
-        yield torch.from_numpy(np.stack(xs)).to(device).contiguous(memory_format=memory_format)
-
-
 def training_scale(samples, config, input_size, statistic='median'):
     """The scale the training images show the network: the median over images of metres per
     network pixel at each image's scene depth, in the un-augmented crop (0 without depth)."""
@@ -172,18 +202,6 @@ def split_samples(samples, config):
             [s for i, s in enumerate(samples) if i in test])
 
 
-def _batches(train, config, model_config, epoch):
-    rng = np.random.default_rng([config.seed, epoch])
-    order = rng.permutation(len(train))
-    for start in range(0, len(order), config.batch_size):
-        pairs = [make_example(train[i], model_config.input_size, config.crop_size_px,
-                              model_config.max_width_px, rng, config.augment,
-                              config.min_depth_m, config.max_depth_m)
-                 for i in order[start:start + config.batch_size]]
-        xs, ys = zip(*pairs)
-        yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
-
-
 def validate(model, samples, config, device):
     """Top-1 accuracy at Jaccard 0.25 of the model on samples, through the detector path."""
     detector = GraspDetector(TorchBackend(model, device, channels_last=config.channels_last),
@@ -195,20 +213,141 @@ def validate(model, samples, config, device):
     return result
 
 
+def default_workers(device, cores):
+    """Data loader workers per training process when ``--workers`` is not given.
+
+    Building an example takes about 5 ms of one core against about 150 ms of training per
+    image on a CPU, so on a CPU a worker would mostly take a core from the optimiser step: none
+    below 8 cores per process, 2 above. A GPU trains far faster than one core builds examples:
+    up to 8 workers, leaving a core to the training process.
+
+    :param device: the run's torch device name.
+    :param cores: CPU cores of this process.
+    """
+    if torch.device(device).type == 'cuda':
+        return min(8, max(1, cores - 1))
+    return 0 if cores < 8 else 2
+
+
+def _loader(dataset, sampler, workers, device):
+    """Batches of ``dataset`` in the order of ``sampler``; pinned host memory on CUDA."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=workers,
+        pin_memory=torch.device(device).type == 'cuda', persistent_workers=workers > 0)
+
+
+def training_step(network, optimiser, x, y, weights, precision='fp32', scaler=None):
+    """One optimiser step: the forward under the precision's autocast, the loss in fp32.
+
+    :param network: the model (or its DistributedDataParallel wrapper), in train mode.
+    :param precision: resolved precision (``fp32``, ``bf16``, ``fp16``).
+    :param scaler: a ``torch.amp.GradScaler`` (fp16), or None.
+    :returns: ``(loss, parts)`` as :func:`grasp_loss`, loss a float.
+    """
+    with autocast_context(precision, x.device):
+        pred = network(x)
+    if pred.dtype in (torch.bfloat16, torch.float16):
+        pred = pred.float()
+    loss, parts = grasp_loss(pred, y, weights)
+    optimiser.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimiser.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+    return loss.item(), parts
+
+
+def _recalibration_batches(dataset, sampler, device, memory_format):
+    """Un-augmented training inputs, batch by batch, for :func:`recalibrate_batchnorm`."""
+    for keys in sampler:
+        x = torch.stack([dataset[key][0] for key in keys])
+        yield x.to(device).contiguous(memory_format=memory_format)
+
+
+def _model_config(config, train_set):
+    """The architecture of a run (``init``'s, or the default) with its training scale."""
+    base = ModelConfig()
+    if config.init:
+        base = ModelConfig.from_dict(load_checkpoint(config.init)['config'])
+    return replace(base, metres_per_pixel=training_scale(train_set, config, base.input_size))
+
+
+def _initial_weights(model, path):
+    try:
+        model.load_state_dict(load_checkpoint(path)['state_dict'])
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ModelError(f'{path} does not match the network: {exc}') from exc
+
+
+def wrap_distributed(model, processes, device):
+    """The network a training process steps: the model itself in a single process; under
+    distributed training the model with :class:`~grasp_fcn_ros.training.renorm.SyncedBatchNorm2d`
+    layers (whole-batch statistics), wrapped in DistributedDataParallel (gradients averaged
+    over the processes, process 0's weights and buffers broadcast at the start)."""
+    if not processes.distributed:
+        return model
+    use_synced_batchnorm(model)
+    cuda = torch.device(device).type == 'cuda'
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[torch.device(device)] if cuda else None)
+
+
+class _Threads:
+    """Run ``threads`` intra-op threads in a block, then as many as before."""
+
+    def __init__(self, threads):
+        self.threads = threads
+        self.before = None
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+
+    def __exit__(self, *_):
+        torch.set_num_threads(self.before)
+
+
 def train(config, resume=False, progress=None, log=print):
     """Train one model; writes ``last.pt``, ``best.pt`` and ``log.csv`` in ``output_dir``.
 
     ``best.pt`` is the epoch with the best validation accuracy (the last epoch when there is no
     validation split). With ``resume``, training continues after the epoch stored in
-    ``last.pt``; per-epoch random streams are derived from (seed, epoch), so a resumed run
-    matches an uninterrupted one.
+    ``last.pt``; the random streams are derived from (seed, epoch) (the order of the images)
+    and (seed, epoch, image) (each image's augmentation), so a resumed run matches an
+    uninterrupted one, and neither depends on the number of data loader workers or processes.
+
+    Under ``torchrun`` (:mod:`~grasp_fcn_ros.training.distributed`) every process runs this:
+    the model is wrapped in DistributedDataParallel, each process trains on its share of every
+    batch (:class:`~grasp_fcn_ros.training.dataset.EpochBatchSampler`), BatchNorm normalises
+    with the statistics of the whole batch and the per-epoch recalibration does too
+    (:class:`~grasp_fcn_ros.training.renorm.SyncedBatchNorm2d`), so N processes train the
+    model one process would. Process 0 alone validates, logs and writes files; the others wait.
 
     :param progress: optional ``tqdm``-like factory, called as ``progress(total=, desc=)``.
     :returns: dict with the best epoch and accuracy and the paths written.
     """
-    os.makedirs(config.output_dir, exist_ok=True)
+    processes, device = distributed.start(resolve_device(config.device))
+    if not processes.main:
+        progress, log = None, lambda *_: None
+    threads = torch.get_num_threads()
+    if config.threads > 0 or processes.local_world_size > 1:
+        threads = distributed.threads_per_process(processes, config.threads)
+    with _Threads(threads):
+        return _train(config, processes, device, threads, resume, progress, log)
+
+
+def _train(config, processes, device, threads, resume, progress, log):
+    if processes.main:
+        os.makedirs(config.output_dir, exist_ok=True)
+    if config.batch_size % processes.world_size:
+        raise ValueError(f'the batch size ({config.batch_size}) is shared by the '
+                         f'{processes.world_size} processes and must be a multiple of their '
+                         'number')
+    precision, note = resolve_precision(config.precision, device)
     seed_everything(config.seed)
-    device = resolve_device(config.device)
     samples, skipped = find_samples(config.dataset, config.object_map, config.depth_scale)
     if not samples:
         raise FileNotFoundError(f'no Cornell samples under {config.dataset}')
@@ -217,89 +356,135 @@ def train(config, resume=False, progress=None, log=print):
     bad_rects = sum(s.skipped_rectangles for s in samples)
     samples = [s for s in samples if s.grasps]
     train_set, val_set = split_samples(samples, config)
+    workers = config.workers if config.workers >= 0 else default_workers(device, threads)
     log(f'{len(train_set)} training / {len(val_set)} validation images '
         f'({skipped} samples without files, {bad_rects} invalid rectangles skipped) '
-        f'on {device}')
+        f'on {device}' + (f' x {processes.world_size} processes' if processes.distributed
+                          else '')
+        + f", {precision}, {threads} thread{'s' if threads > 1 else ''} and {workers} data "
+        f"worker{'s' if workers != 1 else ''}" + (' per process' if processes.distributed
+                                                  else ''))
+    if note:
+        log(note)
 
-    model_config = ModelConfig(metres_per_pixel=training_scale(train_set, config,
-                                                               ModelConfig().input_size))
+    model_config = _model_config(config, train_set)
     log(f'training scale: {1e3 * model_config.metres_per_pixel:.3f} mm per network pixel at '
         'the scene depth')
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = GraspFCN(model_config).to(device, memory_format=memory_format)
-    renorm_layers = use_batch_renorm(model) if config.batch_renorm else []
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    model = GraspFCN(model_config)
     last_path = os.path.join(config.output_dir, 'last.pt')
     best_path = os.path.join(config.output_dir, 'best.pt')
     log_path = os.path.join(config.output_dir, 'log.csv')
-    start_epoch, best = 0, {'epoch': -1, 'accuracy': -1.0}
-    if resume and os.path.isfile(last_path):
-        payload = load_checkpoint(last_path)
+    payload = load_checkpoint(last_path) if resume and os.path.isfile(last_path) else None
+    if payload is not None:
         model.load_state_dict(payload['state_dict'])
+    elif config.init:
+        _initial_weights(model, config.init)
+        log(f'starting from the weights of {config.init}')
+    model.to(device, memory_format=memory_format)
+    renorm_layers = use_batch_renorm(model) if config.batch_renorm else []
+    network = wrap_distributed(model, processes, device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler('cuda') if precision == 'fp16' else None
+    start_epoch, best = 0, {'epoch': -1, 'accuracy': -1.0}
+    if payload is not None:
         optimiser.load_state_dict(payload['meta']['optimiser'])
+        if scaler is not None and 'scaler' in payload['meta']:
+            scaler.load_state_dict(payload['meta']['scaler'])
         start_epoch = int(payload['meta']['epoch']) + 1
         best = dict(payload['meta']['best'])
         log(f'resumed after epoch {start_epoch - 1} (best so far {best})')
-    else:
+    elif processes.main:
         with open(log_path, 'w', newline='') as stream:
             csv.writer(stream).writerow(LOG_FIELDS)
 
-    steps_per_epoch = (len(train_set) + config.batch_size - 1) // config.batch_size
+    dataset_args = (model_config.input_size, config.crop_size_px, model_config.max_width_px)
+    depth_range = dict(min_depth_m=config.min_depth_m, max_depth_m=config.max_depth_m)
+    rank_args = dict(rank=processes.rank, world_size=processes.world_size)
+    local_batch = config.batch_size // processes.world_size
+    dataset = GraspDataset(train_set, *dataset_args, config.augment, config.seed, **depth_range)
+    sampler = EpochBatchSampler(len(train_set), local_batch, config.seed, **rank_args)
+    loader = _loader(dataset, sampler, workers, device)
+    recalibration = GraspDataset(spread(train_set, config.recalibration_images),
+                                 *dataset_args, **depth_range)
+    recalibration_sampler = EpochBatchSampler(len(recalibration), local_batch, shuffle=False,
+                                              **rank_args)
+    steps_per_epoch = len(sampler)
     total_steps = steps_per_epoch * config.epochs
     learning_rate(config, 0, total_steps)  # rejects an unknown schedule before any work
     config_dict = asdict(config)
     for epoch in range(start_epoch, config.epochs):
         torch.manual_seed(config.seed * 100003 + epoch)
-        model.train()
+        network.train()
         started = time.perf_counter()
         totals = np.zeros(4)
+        images, waited = 0, 0.0
         bar = progress(total=steps_per_epoch, desc=f'epoch {epoch + 1}/{config.epochs}',
                        leave=False) if progress else None
-        for step, (x, y) in enumerate(_batches(train_set, config, model_config, epoch)):
+        sampler.set_epoch(epoch)
+        asked = time.perf_counter()
+        for step, (x, y) in enumerate(loader):
+            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
+            waited += time.perf_counter() - asked
             global_step = epoch * steps_per_epoch + step
             set_renorm_limits(renorm_layers, global_step, config.renorm_warmup_steps)
             for group in optimiser.param_groups:
                 group['lr'] = learning_rate(config, global_step, total_steps)
-            x, y = x.to(device).contiguous(memory_format=memory_format), y.to(device)
-            loss, parts = grasp_loss(model(x), y, config.weights)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            totals += [loss.item() * len(x), parts['quality'] * len(x),
-                       parts['angle'] * len(x), parts['width'] * len(x)]
+            loss, parts = training_step(network, optimiser, x, y, config.weights, precision,
+                                        scaler)
+            totals += [loss * len(x), parts['quality'] * len(x), parts['angle'] * len(x),
+                       parts['width'] * len(x)]
+            images += len(x)
             if bar:
                 bar.update(1)
-                bar.set_postfix(loss=f'{loss.item():.4f}')
+                bar.set_postfix(loss=f'{loss:.4f}')
+            asked = time.perf_counter()
         if bar:
             bar.close()
-        totals /= len(train_set)
+        train_seconds = time.perf_counter() - started
+        *sums, images, waited, busy = distributed.sum_over_processes(
+            [*totals, images, waited, train_seconds], processes, device)
+        totals = np.asarray(sums) / images
+        images_per_second = images / train_seconds
+        data_wait = waited / busy
         if not renorm_layers and config.recalibration_images > 0:
             recalibrate_batchnorm(model, _recalibration_batches(
-                train_set, config, model_config, device, memory_format))
-        fit = validate(model, spread(train_set, MONITOR_IMAGES), config, device).accuracy[0.25]
-        accuracy = float('nan')
-        if val_set:
-            accuracy = validate(model, val_set, config, device).accuracy[0.25]
-        seconds = time.perf_counter() - started
-        meta = {'epoch': epoch, 'train': config_dict, 'val_accuracy': accuracy,
-                'loss': float(totals[0])}
-        if not val_set or accuracy >= best['accuracy']:
-            best = {'epoch': epoch, 'accuracy': accuracy if val_set else -1.0}
-            save_checkpoint(best_path, model, dict(meta, best=best))
-        save_checkpoint(last_path, model,
-                        dict(meta, best=best, optimiser=optimiser.state_dict()))
-        with open(log_path, 'a', newline='') as stream:
-            csv.writer(stream).writerow([epoch, *[f'{v:.6f}' for v in totals], f'{fit:.4f}',
-                                         len(val_set), f'{accuracy:.4f}', f'{seconds:.1f}'])
-        log(f'epoch {epoch + 1}/{config.epochs}: loss {totals[0]:.4f} '
-            f'(q {totals[1]:.4f} angle {totals[2]:.4f} width {totals[3]:.4f})'
-            + f', train acc@0.25 {100 * fit:.1f} %'
-            + (f', val acc@0.25 {100 * accuracy:.1f} %' if val_set else '')
-            + f', {seconds:.0f} s')
+                recalibration, recalibration_sampler, device, memory_format))
+        if processes.main:  # the other processes wait: process 0 may use their cores
+            with _Threads(threads * processes.local_world_size):
+                fit = validate(model, spread(train_set, MONITOR_IMAGES), config,
+                               device).accuracy[0.25]
+                accuracy = float('nan')
+                if val_set:
+                    accuracy = validate(model, val_set, config, device).accuracy[0.25]
+            seconds = time.perf_counter() - started
+            meta = {'epoch': epoch, 'train': config_dict, 'val_accuracy': accuracy,
+                    'loss': float(totals[0])}
+            if not val_set or accuracy >= best['accuracy']:
+                best = {'epoch': epoch, 'accuracy': accuracy if val_set else -1.0}
+                save_checkpoint(best_path, model, dict(meta, best=best))
+            state = dict(meta, best=best, optimiser=optimiser.state_dict())
+            if scaler is not None:
+                state['scaler'] = scaler.state_dict()
+            save_checkpoint(last_path, model, state)
+            with open(log_path, 'a', newline='') as stream:
+                csv.writer(stream).writerow([
+                    epoch, *[f'{v:.6f}' for v in totals], f'{fit:.4f}', len(val_set),
+                    f'{accuracy:.4f}', f'{seconds:.1f}', f'{train_seconds:.1f}',
+                    f'{images_per_second:.2f}', f'{data_wait:.3f}'])
+            log(f'epoch {epoch + 1}/{config.epochs}: loss {totals[0]:.4f} '
+                f'(q {totals[1]:.4f} angle {totals[2]:.4f} width {totals[3]:.4f})'
+                + f', train acc@0.25 {100 * fit:.1f} %'
+                + (f', val acc@0.25 {100 * accuracy:.1f} %' if val_set else '')
+                + f', {seconds:.0f} s ({images_per_second:.2f} images/s, '
+                f'{100 * data_wait:.0f} % waiting for data)')
+        distributed.barrier(processes)
     summary = {'best_epoch': best['epoch'], 'best_val_accuracy': best['accuracy'],
                'last': last_path, 'best': best_path, 'log': log_path}
-    with open(os.path.join(config.output_dir, 'summary.json'), 'w') as stream:
-        json.dump(summary, stream, indent=2)
+    if processes.main:
+        with open(os.path.join(config.output_dir, 'summary.json'), 'w') as stream:
+            json.dump(summary, stream, indent=2)
     return summary
 
 
@@ -308,27 +493,34 @@ def cross_validate(config, resume=False, progress=None, log=print):
 
     Each fold is scored with its last epoch's weights (no selection on the test fold). Writes
     ``fold_<k>/`` runs and ``cv.json`` with per-fold and mean accuracies in ``output_dir``.
+    Under ``torchrun`` the folds train distributed one after the other, and process 0 scores
+    them.
 
-    :returns: the ``cv.json`` content.
+    :returns: the ``cv.json`` content (None in processes other than 0).
     """
     if config.folds < 2:
         raise ValueError('cross-validation needs folds >= 2')
     root = config.output_dir
-    device = resolve_device(config.device)
+    processes, device = distributed.start(resolve_device(config.device))
     samples, _ = find_samples(config.dataset, config.object_map, config.depth_scale)
     samples = [s for s in samples if s.load().grasps]
     folds = []
     for k in range(config.folds):
         fold_config = TrainConfig(**{**asdict(config), 'augment': config.augment,
                                      'fold': k, 'output_dir': os.path.join(root, f'fold_{k}')})
-        log(f'--- fold {k + 1}/{config.folds} ({config.split}-wise) ---')
+        if processes.main:
+            log(f'--- fold {k + 1}/{config.folds} ({config.split}-wise) ---')
         train(fold_config, resume=resume, progress=progress, log=log)
-        _, test = split_samples(samples, fold_config)
-        model, _ = load_model(os.path.join(fold_config.output_dir, 'last.pt'))
-        result = validate(model, test, fold_config, device)
-        folds.append(result)
-        log(f'fold {k + 1}: acc@0.25 {100 * result.accuracy[0.25]:.1f} % '
-            f'on {result.images} images')
+        if processes.main:
+            _, test = split_samples(samples, fold_config)
+            model, _ = load_model(os.path.join(fold_config.output_dir, 'last.pt'))
+            result = validate(model, test, fold_config, device)
+            folds.append(result)
+            log(f'fold {k + 1}: acc@0.25 {100 * result.accuracy[0.25]:.1f} % '
+                f'on {result.images} images')
+        distributed.barrier(processes)
+    if not processes.main:
+        return None
     images = sum(r.images for r in folds)
     mean = EvaluationResult(
         images,
