@@ -105,7 +105,8 @@ def _train_config(args):
     return TrainConfig(dataset=args.dataset, output_dir=args.output, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        device=args.device, precision=args.precision, workers=args.workers,
-                       threads=args.threads, init=args.init,
+                       threads=args.threads, init=args.init, synthetic=args.synthetic,
+                       synthetic_seed=args.synthetic_seed,
                        folds=args.folds, fold=args.fold, split=args.split,
                        object_map=args.object_map, augment=augment,
                        lr_schedule=args.lr_schedule, batch_renorm=args.batch_renorm,
@@ -343,6 +344,11 @@ def build_parser():
                    "machine's cores shared among its processes)")
     p.add_argument('--init', help="start from this checkpoint's weights and architecture "
                    '(new optimiser and schedule)')
+    p.add_argument('--synthetic', type=int, default=0,
+                   help='mix this many synthetic scenes (Cornell-like camera and table, rendered '
+                   'on the fly by the data workers) into every epoch')
+    p.add_argument('--synthetic-seed', type=int, default=1,
+                   help='seed of the --synthetic scenes')
     p.add_argument('--folds', type=int, default=0, help='k of k-fold splits (0 = train on all)')
     p.add_argument('--fold', type=int, default=0, help='held-out fold of a single run')
     p.add_argument('--split', choices=('image', 'object'), default='image')
