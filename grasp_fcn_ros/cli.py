@@ -9,15 +9,27 @@ from .core.devices import PRECISIONS
 from .core.geometry import CORNELL_INTRINSICS
 from .core.scale import SCALE_MODES, SCENE_DEPTH_STATISTICS
 from .options import detector_config, progress_bar
-from .resources import default_model_path
+from .resources import default_calibration_dir, default_model_path
+
+
+def _backend(args, backend=None, precision=None, log=True):
+    from .core.backends import create_backend
+
+    backend = backend or getattr(args, 'backend', 'auto')
+    precision = precision or getattr(args, 'precision', 'auto')
+    options = {}
+    if backend in ('auto', 'openvino') and precision in ('auto', 'int8'):
+        options = {'calibration': getattr(args, 'calibration', None) or default_calibration_dir()}
+    result = create_backend(args.model, backend, args.device, precision, **options)
+    if log:
+        print(f'runtime: {result.choice.describe()}', file=sys.stderr)
+    return result
 
 
 def _detector(args):
-    from .core.backends import create_backend
     from .core.detector import GraspDetector
 
-    backend = create_backend(args.model, getattr(args, 'backend', 'torch'), args.device)
-    return GraspDetector(backend, detector_config(args))
+    return GraspDetector(_backend(args), detector_config(args))
 
 
 def _add_model_args(parser, backend=True):
@@ -25,8 +37,16 @@ def _add_model_args(parser, backend=True):
                         help='checkpoint (default: the packaged model)')
     parser.add_argument('--device', default='auto', help='auto, cpu or cuda')
     if backend:
-        from .core.backends import BACKENDS
-        parser.add_argument('--backend', default='torch', choices=BACKENDS)
+        from .core.runtime import BACKEND_CHOICES, PRECISION_CHOICES
+        parser.add_argument('--backend', default='auto', choices=BACKEND_CHOICES,
+                            help='inference runtime (auto: PyTorch on CUDA, else OpenVINO '
+                            'when installed, else channels-last PyTorch)')
+        parser.add_argument('--precision', default='auto', choices=PRECISION_CHOICES,
+                            help='network precision (auto: the fastest this machine runs '
+                            'natively among those verified for accuracy)')
+        parser.add_argument('--calibration', default=None,
+                            help='folder of depth frames that calibrate int8 quantisation '
+                            '(default: the bundled demo frames)')
     parser.add_argument('--crop-size', type=int, default=400,
                         help='square crop side in source pixels (0 = largest) of --scale-mode '
                         'pixels, and of metric mode when the model records no scale')
@@ -85,7 +105,8 @@ def _train_config(args):
     return TrainConfig(dataset=args.dataset, output_dir=args.output, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        device=args.device, precision=args.precision, workers=args.workers,
-                       threads=args.threads, init=args.init,
+                       threads=args.threads, init=args.init, synthetic=args.synthetic,
+                       synthetic_seed=args.synthetic_seed,
                        folds=args.folds, fold=args.fold, split=args.split,
                        object_map=args.object_map, augment=augment,
                        lr_schedule=args.lr_schedule, batch_renorm=args.batch_renorm,
@@ -131,8 +152,10 @@ def cmd_eval(args):
               f'held-out images: {len(samples)}')
     if args.limit:
         samples = samples[:args.limit]
-    detector = _detector(args)
     intrinsics = parse_intrinsics(args.intrinsics)
+    if args.runtimes:
+        return _compare_runtimes(args, samples, intrinsics)
+    detector = _detector(args)
     if args.zoom:
         return _scale_study(args, detector, samples, intrinsics)
     result = evaluate(detector, samples, progress=progress_bar(), intrinsics=intrinsics)
@@ -155,6 +178,31 @@ def cmd_eval(args):
         from .visualize import save_evaluation_figures
         written = save_evaluation_figures(args.figures, samples, result)
         print(f'wrote {written} figures to {args.figures}')
+    return 0
+
+
+def _compare_runtimes(args, samples, intrinsics):
+    from .core.detector import GraspDetector
+    from .training.evaluate import compare_runtimes, runtime_table
+
+    detectors = {}
+    for item in args.runtimes.split(','):
+        backend, _, precision = item.strip().partition(':')
+        backend = _backend(args, backend, precision or 'fp32')
+        detectors[f'{backend.name} {backend.precision}'] = GraspDetector(
+            backend, detector_config(args))
+    samples = [s for s in samples if s.load().grasps]
+    rows = compare_runtimes(detectors, samples, progress_bar(), intrinsics)
+    print(f'model: {args.model}; {len(samples)} images; |dQ|: raw quality output against '
+          f'{next(iter(detectors))} on the same network input')
+    print(runtime_table(rows))
+    if args.json:
+        report = [{'runtime': r['name'], **r['result'].to_json(),
+                   **{k: r[k] for k in ('q_mean_abs', 'q_p99_abs', 'q_max_abs', 'top1_same')}}
+                  for r in rows]
+        with open(args.json, 'w') as stream:
+            json.dump(report, stream, indent=2)
+        print(f'wrote {args.json}')
     return 0
 
 
@@ -186,8 +234,48 @@ def cmd_bench(args):
 
 def cmd_export(args):
     from .core.export import export_model
-    path = export_model(args.model, args.format, args.output)
+    calibration = None
+    if args.precision == 'int8':
+        calibration = args.calibration or default_calibration_dir()
+    path = export_model(args.model, args.format, args.output, args.precision, calibration,
+                        args.depth_scale)
     print(f'wrote {path}')
+    return 0
+
+
+def _object_range(text):
+    """``N`` or ``LOW-HIGH`` objects per scene as a (low, high) pair."""
+    try:
+        parts = [int(v) for v in text.split('-')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or LOW-HIGH, got '{text}'") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not 1 <= parts[0] <= parts[1]:
+        raise argparse.ArgumentTypeError(f"expected N or LOW-HIGH with 1 <= LOW <= HIGH, "
+                                         f"got '{text}'")
+    return tuple(parts)
+
+
+def cmd_synth(args):
+    import time
+
+    from .synthetic import SceneConfig, SensorModel, write_dataset
+
+    sensor = SensorModel(enabled=not args.perfect_depth,
+                         fill_probability=args.fill_probability)
+    config = SceneConfig(camera=args.camera, view=args.view, objects=args.objects,
+                         sensor=sensor)
+    start = time.perf_counter()
+    rectangles = write_dataset(args.output, args.count, args.seed, config, start=args.start,
+                               jobs=args.jobs, progress=progress_bar())
+    seconds = time.perf_counter() - start
+    print(f'wrote {args.count} scenes ({rectangles} grasp rectangles) to {args.output} in '
+          f'{seconds:.1f} s ({args.count / max(seconds, 1e-9):.2f} scenes/s with '
+          f'{args.jobs} job(s))')
+    if args.camera != 'kinect':
+        print('the scenes hold more than one camera model: each pcdNNNNscene.json gives its '
+              "intrinsics (train and eval assume --intrinsics' one)")
     return 0
 
 
@@ -256,6 +344,11 @@ def build_parser():
                    "machine's cores shared among its processes)")
     p.add_argument('--init', help="start from this checkpoint's weights and architecture "
                    '(new optimiser and schedule)')
+    p.add_argument('--synthetic', type=int, default=0,
+                   help='mix this many synthetic scenes (Cornell-like camera and table, rendered '
+                   'on the fly by the data workers) into every epoch')
+    p.add_argument('--synthetic-seed', type=int, default=1,
+                   help='seed of the --synthetic scenes')
     p.add_argument('--folds', type=int, default=0, help='k of k-fold splits (0 = train on all)')
     p.add_argument('--fold', type=int, default=0, help='held-out fold of a single run')
     p.add_argument('--split', choices=('image', 'object'), default='image')
@@ -286,6 +379,9 @@ def build_parser():
                    'with that many times the focal length sees them (objects larger, as from '
                    'nearer), with the metric and the fixed pixel crop, and print the table')
     p.add_argument('--plot', help='with --zoom: write accuracy against distance as a PNG')
+    p.add_argument('--runtimes', help='comma list of backend:precision (e.g. torch:fp32,'
+                   'openvino:bf16,openvino:int8): score each, the first as the reference, and '
+                   'print accuracy and quality-map differences side by side')
     _add_depth_scale(p)
     _add_intrinsics(p)
     _add_model_args(p)
@@ -311,8 +407,36 @@ def build_parser():
     _add_model_args(p, backend=False)
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser('synth', help='render synthetic tabletop depth scenes with grasp labels '
+                       "from their geometry, in Cornell's layout")
+    p.add_argument('--output', required=True, help='folder to write pcdNNNN* files into')
+    p.add_argument('--count', type=int, required=True, help='number of scenes')
+    p.add_argument('--seed', type=int, default=0, help='scene i of a seed is always the same')
+    p.add_argument('--start', type=int, default=0, help='index of the first scene')
+    p.add_argument('--objects', type=_object_range, default=(1, 6),
+                   help='objects per scene: N or LOW-HIGH (default 1-6)')
+    p.add_argument('--camera', choices=('kinect', 'realsense', 'mixed'), default='kinect',
+                   help="kinect: 640x480, fx 570-600 px (Cornell's); realsense: 640x480 or "
+                   '1280x720, fx 600-940 px')
+    p.add_argument('--view', choices=('table', 'bin', 'mixed'), default='table',
+                   help="table: oblique, 35-60 deg at 0.8-1.5 m (Cornell's); bin: near "
+                   'top-down, 0-20 deg at 0.3-0.7 m')
+    p.add_argument('--fill-probability', type=float, default=0.5,
+                   help="share of frames whose holes are inpainted as Cornell's files are; "
+                   'the others keep them as NaN, as a raw camera frame has them')
+    p.add_argument('--perfect-depth', action='store_true',
+                   help='no sensor model: the rendered depth as it is')
+    p.add_argument('--jobs', type=int, default=1, help='worker processes')
+    p.set_defaults(func=cmd_synth)
+
     p = sub.add_parser('export', help='export the network for a faster runtime')
     p.add_argument('--format', choices=('onnx', 'openvino'), default='onnx')
+    p.add_argument('--precision', choices=('fp32', 'fp16', 'int8'), default='fp32',
+                   help='openvino only: fp16 weights, or int8 quantised with NNCF')
+    p.add_argument('--calibration', default=None,
+                   help='int8: folder of depth frames (default: the bundled demo frames)')
+    p.add_argument('--depth-scale', type=float, default=0.001,
+                   help='metres per unit of integer calibration depth files')
     p.add_argument('--output', help='output file (default: beside the model)')
     p.add_argument('--model', default=default_model_path())
     p.set_defaults(func=cmd_export)

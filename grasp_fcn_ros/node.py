@@ -39,17 +39,18 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from .core.backends import BACKENDS, create_backend
+from .core.backends import create_backend
 from .core.depth import DepthError
 from .core.detector import DetectorConfig, GraspDetector
-from .core.devices import DEVICES, resolve_device
+from .core.devices import DEVICES
 from .core.geometry import GeometryError
 from .core.gripper import apply_gripper, APPROACH_MODES, AXES, GripperConfig, validate_gripper
 from .core.jaws import JawConfig
 from .core.model import load_checkpoint
 from .core.postprocess import PostprocessConfig
+from .core.runtime import BACKEND_CHOICES, choose_runtime, PRECISION_CHOICES
 from .core.scale import SCALE_MODES, SCENE_DEPTH_STATISTICS
-from .resources import default_model_path
+from .resources import default_calibration_dir, default_model_path
 from .ros_conversions import (
     depth_from_image,
     grasp_to_pose_stamped,
@@ -141,7 +142,7 @@ DETECTION_MODES = ('continuous', 'on_demand')
 EXECUTOR_THREADS = 4
 
 #: Parameters whose change reloads the model.
-MODEL_PARAMETERS = ('model_path', 'device', 'backend')
+MODEL_PARAMETERS = ('model_path', 'device', 'backend', 'precision', 'int8_calibration')
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,17 @@ PARAMETERS = {
         'auto', 'inference device; auto = CUDA when available, else CPU. A change reloads the '
         'model', constraints=f"one of {', '.join(DEVICES)} or cuda:N"),
     'backend': ParameterSpec(
-        'torch', 'inference backend. A change reloads the model',
-        constraints=f"one of {', '.join(BACKENDS)}"),
+        'auto', 'inference backend; auto = PyTorch on a CUDA device, else OpenVINO when '
+        'installed, else channels-last PyTorch (the choice and its reason are logged). A '
+        'change reloads the model', constraints=f"one of {', '.join(BACKEND_CHOICES)}"),
+    'precision': ParameterSpec(
+        'auto', 'network precision; auto = the fastest one this machine runs natively among '
+        'those verified for accuracy (bf16 on CPUs with AMX or AVX512-BF16, fp16 on CUDA, '
+        'else fp32); int8 (OpenVINO, quantised on first use) only when asked for. A change '
+        'reloads the model', constraints=f"one of {', '.join(PRECISION_CHOICES)}"),
+    'int8_calibration': ParameterSpec(
+        '', "folder of depth frames from the robot's camera that calibrate int8 quantisation; "
+        "'' = the bundled real frames (demo/frames). A change reloads the model"),
     'depth_scale': ParameterSpec(
         0.001, 'metres per unit of 16UC1 / mono16 depth images (0.001 = millimetres)',
         (1e-6, 1.0)),
@@ -350,8 +360,12 @@ def validate_settings(values):
     if values['image_reliability'] not in IMAGE_RELIABILITY:
         return (f"unknown image_reliability '{values['image_reliability']}' (expected one of "
                 f"{', '.join(IMAGE_RELIABILITY)})")
-    if values['backend'] not in BACKENDS:
-        return f"unknown backend '{values['backend']}' (expected one of {', '.join(BACKENDS)})"
+    if values['backend'] not in BACKEND_CHOICES:
+        return (f"unknown backend '{values['backend']}' (expected one of "
+                f"{', '.join(BACKEND_CHOICES)})")
+    if values['precision'] not in PRECISION_CHOICES:
+        return (f"unknown precision '{values['precision']}' (expected one of "
+                f"{', '.join(PRECISION_CHOICES)})")
     if values['scale_mode'] not in SCALE_MODES:
         return (f"unknown scale_mode '{values['scale_mode']}' (expected one of "
                 f"{', '.join(SCALE_MODES)})")
@@ -408,12 +422,26 @@ def check_model(values):
 
     :raises grasp_fcn_ros.core.model.ModelError: naming the cause.
     """
-    if values['backend'] in ('torch', 'torch-channels-last'):
-        resolve_device(values['device'])
-    else:
-        from .core.export import exported_device
-        exported_device(values['backend'], values['device'])
+    choose_runtime(values['backend'], values['precision'], values['device'])
     load_checkpoint(model_file(values))
+
+
+def backend_options(values, choice):
+    """Backend options of the parameter values for a runtime choice (the int8 calibration)."""
+    if choice.precision != 'int8':
+        return {}
+    return {'calibration': values['int8_calibration'] or default_calibration_dir(),
+            'depth_scale': float(values['depth_scale'])}
+
+
+def build_backend(values):
+    """The inference backend of a set of parameter values (the runtime chosen as
+    :func:`~grasp_fcn_ros.core.runtime.choose_runtime` chooses it; ``choice`` says why)."""
+    choice = choose_runtime(values['backend'], values['precision'], values['device'])
+    backend = create_backend(model_file(values), choice.backend, choice.device,
+                             choice.precision, **backend_options(values, choice))
+    backend.choice = choice  # the reason for the parameters as given, not as resolved
+    return backend
 
 
 def quality_in_source(quality, transform, width, height):
@@ -580,15 +608,22 @@ class GraspDetectorNode(Node):
     # --- model and parameters -----------------------------------------------------------------
 
     def _load_backend(self, values):
-        path = model_file(values)
-        return create_backend(path, values['backend'], values['device'])
+        return build_backend(values)
 
     @staticmethod
     def _describe_backend(backend):
         scale = float(getattr(backend.config, 'metres_per_pixel', 0.0) or 0.0)
         scale_text = (f'trained at {1e3 * scale:.3f} mm per network pixel' if scale > 0 else
                       'no recorded training scale: scale_mode metric uses crop_size')
-        return f'{backend.name} on {backend.device}, {scale_text}'
+        prepare = ''
+        if hasattr(backend, 'prepare_s'):
+            prepare = (', export loaded from the cache' if getattr(backend, 'cached', False)
+                       else f', exported on this start in {backend.prepare_s:.1f} s (cached '
+                       'for the next)')
+        choice = getattr(backend, 'choice', None)
+        reason = f' ({choice.reason})' if choice is not None else ''
+        return (f"{backend.name} {getattr(backend, 'precision', 'fp32')} on {backend.device}"
+                f'{reason}{prepare}, {scale_text}')
 
     def _on_set_parameters(self, parameters):
         changes = {p.name: p.value for p in parameters if p.name in PARAMETERS}

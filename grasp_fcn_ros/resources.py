@@ -57,6 +57,12 @@ def default_model_path():
     return os.path.join(share_directory(), 'models', DEFAULT_MODEL)
 
 
+def default_calibration_dir():
+    """Folder of the bundled real depth frames (``demo/frames``): the default calibration of
+    int8 quantisation."""
+    return os.path.join(share_directory(), 'demo', 'frames')
+
+
 def fastdds_shm_profile_path():
     """Path of the packaged Fast DDS shared-memory profile (for FASTDDS_DEFAULT_PROFILES_FILE)."""
     return os.path.join(share_directory(), 'config', FASTDDS_SHM_PROFILE)

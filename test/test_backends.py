@@ -300,10 +300,12 @@ def test_unknown_options_and_precisions_are_refused(random_model_path):
 # --- the CUDA path's switches ------------------------------------------------------------------
 
 def test_cuda_only_options_are_off_on_the_cpu():
-    plan = TorchPlan.for_device('cpu', precision='fp16', cuda_graphs=True, pinned=True)
+    plan = TorchPlan.for_device('cpu', cuda_graphs=True, pinned=True)
     assert plan == TorchPlan(precision='fp32', cuda_graphs=False, compile_mode=None,
                              pinned=False)
     assert plan.autocast_dtype is None
+    # reduced precision is autocast on the CPU too (fast where the CPU has native bf16)
+    assert TorchPlan.for_device('cpu', precision='bf16').autocast_dtype is torch.bfloat16
     assert TorchPlan.for_device('cpu', compile=True).compile_mode == 'default'
 
 
@@ -322,8 +324,7 @@ def test_cuda_plan_selects_autocast_graphs_and_pinned_buffers():
 def test_torch_backend_with_cuda_options_runs_plain_on_the_cpu(random_model_path,
                                                                network_inputs):
     reference = create_backend(random_model_path, 'torch', 'cpu')
-    backend = create_backend(random_model_path, 'torch', 'cpu', precision='fp16',
-                             cuda_graphs=True, pinned=True, half=True)
+    backend = create_backend(random_model_path, 'torch', 'cpu', cuda_graphs=True, pinned=True)
     assert backend.plan == TorchPlan()
     assert not backend.half
     np.testing.assert_array_equal(backend.predict(network_inputs[:1]),

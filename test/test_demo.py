@@ -14,10 +14,9 @@ import torch
 from grasp_fcn_ros.core.grasp import Grasp2D
 from grasp_fcn_ros.core.model import GraspFCN, save_checkpoint
 from grasp_fcn_ros.core.projection import project_grasp
-from grasp_fcn_ros.demo import (
-    compare,
+from grasp_fcn_ros.demo import compare, describe_model
+from grasp_fcn_ros.demo.player import (
     demo_intrinsics,
-    describe_model,
     node_grasps,
     node_parameters,
     sent_depth,

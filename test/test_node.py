@@ -278,6 +278,7 @@ def test_bad_input_warns_once_then_next_frame_served(detector, client, make_bad)
     ('min_depth', 6.0, 'smaller than max_depth'),
     ('device', 'tpu', "unknown device 'tpu'"),
     ('backend', 'tensorflow', "unknown backend 'tensorflow'"),
+    ('precision', 'fp8', "unknown precision 'fp8'"),
     ('q_threshold', 'high', 'type'),
     ('image_reliability', 'reliable', 'read-only'),
     ('crop_size', -1, 'out of range'),

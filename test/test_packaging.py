@@ -90,7 +90,8 @@ def test_every_data_file_exists_and_is_relative(installed):
 
 def test_python_packages_exclude_the_tests(setup_kwargs):
     packages = set(setup_kwargs['packages'])
-    assert {'grasp_fcn_ros', 'grasp_fcn_ros.core', 'grasp_fcn_ros.training'} <= packages
+    assert {'grasp_fcn_ros', 'grasp_fcn_ros.core', 'grasp_fcn_ros.training',
+            'grasp_fcn_ros.bench', 'grasp_fcn_ros.demo'} <= packages
     assert not any(p == 'test' or p.startswith('test.') for p in packages)
     assert setup_kwargs['name'] == 'grasp_fcn'
     assert setup_kwargs['extras_require'] == {'test': ['pytest', 'hypothesis']}

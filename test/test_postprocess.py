@@ -8,6 +8,8 @@ from grasp_fcn_ros.core.postprocess import (
     GraspMaps,
     maps_from_output,
     PostprocessConfig,
+    smooth,
+    smooth_at,
 )
 
 
@@ -109,3 +111,53 @@ def test_detect_grasps_maps_to_source_pixels():
     assert g.angle == pytest.approx(0.25)
     assert g.width_px == pytest.approx(40.0 * 1.2)
     assert g.quality == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize('sigma', [0.0, 0.7, 1.0, 2.0, 3.5])
+def test_smooth_at_equals_the_whole_blur_at_those_pixels(sigma):
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(60, 45)).astype(np.float32)
+    rows = np.array([0, 0, 59, 59, 30, 1, 58, 7])
+    cols = np.array([0, 44, 0, 44, 20, 43, 2, 30])
+    expected = smooth(image, sigma)[rows, cols]
+    np.testing.assert_allclose(smooth_at(image, sigma, rows, cols), expected, atol=1e-5)
+
+
+def test_network_maps_read_at_peaks_equal_the_whole_maps():
+    rng = np.random.default_rng(1)
+    output = rng.uniform(-0.2, 1.2, size=(4, 80, 80)).astype(np.float32)
+    config = PostprocessConfig()
+    maps = maps_from_output(output, 150.0, config)
+    rows, cols = rng.integers(0, 80, 20), rng.integers(0, 80, 20)
+    angle, width = maps.values_at(rows, cols)
+    assert maps.usable() is None  # finite output: no whole-map check needed
+    np.testing.assert_allclose(angle, maps.angle[rows, cols], atol=1e-5)
+    np.testing.assert_allclose(width, maps.width_px[rows, cols], rtol=1e-5, atol=1e-3)
+    # once the whole maps exist they are read directly
+    np.testing.assert_array_equal(maps.values_at(rows, cols)[0], maps.angle[rows, cols])
+
+
+def test_a_saturated_area_peaks_at_its_centre():
+    # a network sure of an area outputs Q above 1 there: the peak is where it is surest, not
+    # anywhere on the plateau that capping at 1 would leave
+    rows, cols = np.mgrid[0:100, 0:100]
+    q = 1.4 - 0.002 * ((rows - 50) ** 2 + (cols - 62) ** 2)
+    output = np.zeros((4, 100, 100), np.float32)
+    output[0] = q
+    output[1] = 1.0
+    maps = maps_from_output(output, 150.0, PostprocessConfig())
+    assert maps.quality.max() == pytest.approx(1.0)
+    (grasp,) = detect_grasps(maps, PostprocessConfig(max_grasps=1))
+    assert (grasp.v, grasp.u) == (50, 62)
+    assert grasp.quality == pytest.approx(1.0)
+
+
+def test_non_finite_output_is_no_grasp():
+    output = np.zeros((4, 40, 40), np.float32)
+    output[0, 10, 10] = 0.9
+    output[0, 30, 30] = 0.8
+    output[1, 8:13, 8:13] = np.nan
+    maps = maps_from_output(output, 150.0, PostprocessConfig(q_sigma_px=0))
+    assert maps.usable() is not None
+    grasps = detect_grasps(maps, PostprocessConfig(q_sigma_px=0, q_threshold=0.5))
+    assert [(g.v, g.u) for g in grasps] == [(30, 30)]

@@ -18,7 +18,12 @@ from grasp_fcn_ros.core.model import (
     ModelConfig,
     save_random_checkpoint,
 )
-from grasp_fcn_ros.core.scale import metres_per_pixel, metric_crop, scene_depth
+from grasp_fcn_ros.core.scale import (
+    metres_per_pixel,
+    metric_crop,
+    scene_depth,
+    SCENE_DEPTH_STATISTICS,
+)
 from grasp_fcn_ros.training.dataset import CornellSample, find_samples
 from grasp_fcn_ros.training.evaluate import zoomed_intrinsics, zoomed_sample
 from grasp_fcn_ros.training.train import TrainConfig, training_scale
@@ -150,6 +155,18 @@ def test_scene_depth_statistics():
     assert scene_depth(np.zeros((4, 4)), window) is None
     with pytest.raises(ValueError, match='scale_mode'):
         DetectorConfig(scale_mode='auto')
+
+
+def test_scene_depth_of_a_large_window_reads_a_subsample_within_a_millimetre():
+    rng = np.random.default_rng(3)
+    depth, _ = table_with_box(640, 480, 585.0, 0.7)
+    depth = (depth + rng.normal(0.0, 0.003, depth.shape)).astype(np.float32)
+    depth[rng.random(depth.shape) < 0.05] = 0.0
+    window = CropTransform(80, 0, 480, 400)
+    crop = window.crop(depth)
+    for statistic, percent in SCENE_DEPTH_STATISTICS.items():
+        exact = np.percentile(crop[crop > 0], percent)
+        assert scene_depth(depth, window, statistic) == pytest.approx(exact, abs=1e-3)
 
 
 def test_zoomed_sample_is_what_a_longer_lens_sees():

@@ -363,3 +363,27 @@ def test_init_starts_from_the_weights_and_architecture_of_a_checkpoint(
     with pytest.raises(ModelError, match='not found'):
         train(_config(dataset, tmp_path / 'bad', str(tmp_path / 'missing.pt')),
               log=lambda *_: None)
+
+
+# --- synthetic scenes -------------------------------------------------------------------------
+
+def test_training_on_synth_output_reduces_the_loss(tmp_path, small_model):
+    scenes = tmp_path / 'synth'
+    assert main(['synth', '--output', str(scenes), '--count', '4', '--seed', '5',
+                 '--objects', '1-2']) == 0
+    out = tmp_path / 'run'
+    train(_config(str(scenes), out, small_model, epochs=6, augment=None, lr=2e-3),
+          log=lambda *_: None)
+    with open(out / 'log.csv') as stream:
+        losses = [float(row['loss']) for row in csv.DictReader(stream)]
+    assert len(losses) == 6 and losses[-1] < 0.8 * losses[0], losses
+
+
+def test_synthetic_scenes_are_mixed_into_every_epoch(tmp_path, dataset, small_model):
+    lines = []
+    summary = train(_config(dataset, tmp_path / 'run', small_model, synthetic=3,
+                            synthetic_seed=2), log=lines.append)
+    real = len(find_samples(dataset)[0])
+    assert any('with 3 synthetic scenes (seed 2)' in line
+               and f'{real + 3} training examples' in line for line in lines), lines
+    assert os.path.isfile(summary['last'])

@@ -9,13 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .devices import check_options, resolve_device
+from .devices import check_options
 from .model import load_model, ModelError
+from .runtime import BACKENDS, choose_runtime, RuntimeChoice  # noqa: F401 (re-exported)
 
-#: Backends this package can build, in the order ``bench`` reports them.
-BACKENDS = ('torch', 'torch-channels-last', 'onnxruntime', 'openvino')
-
-#: Precisions of :class:`TorchBackend` (reduced ones through autocast, on CUDA only).
+#: Precisions of :class:`TorchBackend` (reduced ones through autocast).
 PRECISIONS = ('fp32', 'fp16', 'bf16')
 _AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -26,7 +24,8 @@ class TorchPlan:
 
     CUDA-only options are switched off on the CPU, so every option is safe to set everywhere.
 
-    :param precision: ``fp32``, or ``fp16`` / ``bf16`` autocast (CUDA only).
+    :param precision: ``fp32``, or ``fp16`` / ``bf16`` autocast (on the CPU too: bf16 is fast
+        where the CPU computes it natively, see :mod:`~grasp_fcn_ros.core.runtime`).
     :param cuda_graphs: replay a captured CUDA graph of the fixed-shape forward (CUDA only,
         not with ``compile``, which captures its own graphs).
     :param compile_mode: ``torch.compile`` mode, or None for eager (``reduce-overhead`` on
@@ -53,7 +52,7 @@ class TorchPlan:
         mode = None
         if compile:
             mode = 'reduce-overhead' if cuda else 'default'
-        return cls(precision=precision if cuda else 'fp32',
+        return cls(precision=precision,
                    cuda_graphs=bool(cuda_graphs) and cuda and not compile,
                    compile_mode=mode, pinned=bool(pinned) and cuda)
 
@@ -64,14 +63,14 @@ class TorchPlan:
 
 
 class TorchBackend:
-    """PyTorch inference: eager or compiled, optionally channels-last; on CUDA optionally
-    fp16/bf16 autocast, CUDA graphs and pinned transfers (see :class:`TorchPlan`).
+    """PyTorch inference: eager or compiled, optionally channels-last, optionally fp16/bf16
+    autocast; on CUDA optionally CUDA graphs and pinned transfers (see :class:`TorchPlan`).
 
     :param model: a :class:`~grasp_fcn_ros.core.model.GraspFCN`.
     :param device: torch device name (already resolved, see :func:`resolve_device`).
     :param channels_last: use the channels-last memory format (faster convolutions on CPU).
     :param meta: checkpoint metadata.
-    :param precision: one of :data:`PRECISIONS` (CUDA only; the CPU stays fp32).
+    :param precision: one of :data:`PRECISIONS`.
     :param cuda_graphs: capture the forward once and replay it (CUDA only).
     :param compile: wrap the network in ``torch.compile`` (the first frames take long).
     :param pinned: page-locked host buffers for transfers (CUDA only).
@@ -97,6 +96,7 @@ class TorchBackend:
         self.model = model.to(self.device).eval().to(memory_format=self.memory_format)
         self.meta = meta or {}
         self.name = 'torch-channels-last' if channels_last else 'torch'
+        self.precision = self.plan.precision
         self._network = self.model
         if self.plan.compile_mode:
             self._network = torch.compile(self.model, mode=self.plan.compile_mode)
@@ -185,27 +185,35 @@ class TorchBackend:
         return self._download(y)
 
 
-def create_backend(model_path, backend='torch', device='auto', **options):
+def create_backend(model_path, backend='torch', device='auto', precision='fp32', **options):
     """Load a checkpoint and wrap it in the named backend.
 
     :param model_path: checkpoint file (see :func:`~grasp_fcn_ros.core.model.save_checkpoint`).
-    :param backend: one of :data:`BACKENDS`.
+    :param backend: one of :data:`~grasp_fcn_ros.core.runtime.BACKEND_CHOICES` (``auto``: see
+        :mod:`~grasp_fcn_ros.core.runtime`).
     :param device: one of :data:`DEVICES` (``cuda:N`` too).
-    :param options: backend options: :class:`TorchBackend`'s (``precision``, ``cuda_graphs``,
-        ``compile``, ``pinned``), or those of
-        :func:`~grasp_fcn_ros.core.export.create_exported_backend`.
-    :raises ModelError: naming the cause (missing file, corrupt file, unknown backend,
-        unavailable device or runtime).
+    :param precision: one of :data:`~grasp_fcn_ros.core.runtime.PRECISION_CHOICES`.
+    :param options: backend options: :class:`TorchBackend`'s (``cuda_graphs``, ``compile``,
+        ``pinned``), or those of :func:`~grasp_fcn_ros.core.export.create_exported_backend`
+        (``threads``, ``cache_dir``, ``calibration`` for int8, ...).
+    :returns: the backend; its ``choice`` (a :class:`RuntimeChoice`) says what was chosen and
+        why.
+    :raises ModelError: naming the cause (missing file, corrupt file, unknown backend or
+        precision, unavailable device or runtime).
     """
-    if backend not in BACKENDS:
-        raise ModelError(f"unknown backend '{backend}' (expected one of {', '.join(BACKENDS)})")
-    if backend in ('torch', 'torch-channels-last'):
-        torch_device = resolve_device(device)
-        check_options(TorchBackend, backend, options)
+    choice = choose_runtime(backend, precision, device)
+    if choice.backend in ('torch', 'torch-channels-last'):
+        check_options(TorchBackend, choice.backend, options)
         model, meta = load_model(model_path)
-        return TorchBackend(model, torch_device, meta=meta,
-                            channels_last=backend == 'torch-channels-last', **options)
-    from . import export
-    torch_device = export.exported_device(backend, device)
-    model, meta = load_model(model_path)
-    return export.create_exported_backend(model, meta, backend, torch_device, **options)
+        if choice.device.startswith('cuda') and backend == 'auto':
+            options.setdefault('cuda_graphs', True)
+        result = TorchBackend(model, choice.device, meta=meta,
+                              channels_last=choice.backend == 'torch-channels-last',
+                              precision=choice.precision, **options)
+    else:
+        from . import export
+        model, meta = load_model(model_path)
+        result = export.create_exported_backend(model, meta, choice.backend, choice.device,
+                                                precision=choice.precision, **options)
+    result.choice = choice
+    return result

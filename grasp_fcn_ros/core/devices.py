@@ -1,9 +1,10 @@
-"""Devices, precisions and backend options: the checks shared by the backends, the exporters
-and training."""
+"""Devices, CPU features, precisions and backend options: the checks shared by the backends,
+the exporters and training."""
 
 import contextlib
 import functools
 import inspect
+import platform
 
 import torch
 
@@ -34,46 +35,68 @@ def resolve_device(device):
     raise ModelError(f"unknown device '{device}' (expected one of {', '.join(DEVICES)})")
 
 
-#: CPU feature flags, as ``/proc/cpuinfo`` names them, of native bfloat16 arithmetic: Intel
-#: AMX tiles (Sapphire Rapids and later) and AVX-512 BF16 dot products (Cooper Lake, AMD Zen 4
-#: and later). Without one of them bf16 is emulated and slower than fp32.
-BF16_CPU_FLAGS = ('amx_bf16', 'avx512_bf16')
+#: CPU flags (as /proc/cpuinfo names them) that run bf16 arithmetic natively.
+BF16_FLAGS = ('amx_bf16', 'avx512_bf16')
+#: CPU flags of int8 dot-product instructions (VNNI, AMX tiles).
+INT8_FLAGS = ('amx_int8', 'avx512_vnni', 'avx_vnni')
+#: CPU flags of native fp16 arithmetic.
+FP16_FLAGS = ('amx_fp16', 'avx512_fp16')
+#: The flags worth naming beside a timing.
+NOTABLE_FLAGS = ('avx2', 'avx512f') + BF16_FLAGS + INT8_FLAGS + FP16_FLAGS
+
+
+@functools.lru_cache(maxsize=None)
+def _read_cpuinfo(path):
+    model, flags = platform.processor() or platform.machine(), frozenset()
+    try:
+        with open(path) as stream:
+            for line in stream:
+                key, _, value = line.partition(':')
+                key = key.strip()
+                if key == 'model name' and model in ('', platform.machine()):
+                    model = value.strip()
+                elif key in ('flags', 'Features') and not flags:
+                    flags = frozenset(value.split())
+                if flags and model:
+                    break
+    except OSError:  # not Linux: no flags known, so no reduced precision is chosen
+        pass
+    return model, flags
+
+
+def cpu_flags(path='/proc/cpuinfo'):
+    """The CPU's feature flags (Linux names, e.g. ``amx_bf16``); empty where unknown."""
+    return _read_cpuinfo(path)[1]
+
+
+def cpu_model(path='/proc/cpuinfo'):
+    """The CPU's model name."""
+    return _read_cpuinfo(path)[0]
+
+
+def native_bf16(flags=None):
+    """Whether the CPU computes in bf16 natively (AMX-BF16 or AVX512-BF16)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in BF16_FLAGS)
+
+
+def native_int8(flags=None):
+    """Whether the CPU has int8 dot-product instructions (AMX-INT8, AVX512-VNNI, AVX-VNNI)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in INT8_FLAGS)
+
+
+def cpu_description(flags=None):
+    """``model name (flag, flag, ...)`` with the flags that decide precision and speed."""
+    flags = cpu_flags() if flags is None else flags
+    notable = [flag for flag in NOTABLE_FLAGS if flag in flags]
+    return f"{cpu_model()} ({', '.join(notable) or 'no AVX2'})"
+
 
 #: Arithmetic precisions accepted by :func:`resolve_precision`.
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
 _AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_flags(path='/proc/cpuinfo'):
-    """The feature flags of this machine's CPU as a frozenset of ``/proc/cpuinfo`` names
-    (``avx2``, ``avx512f``, ``amx_bf16``, ...), read once.
-
-    The first ``flags`` line is taken (every core of a machine reports the same). Where the file
-    is missing or has no such line (not Linux, some sandboxes) the set is empty, so a caller
-    treats the CPU as having no optional feature.
-    """
-    try:
-        with open(path) as stream:
-            for line in stream:
-                key, _, value = line.partition(':')
-                if key.strip() == 'flags':
-                    return frozenset(value.split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def native_bf16(flags=None):
-    """Whether the CPU computes bfloat16 natively (one of :data:`BF16_CPU_FLAGS`), so that bf16
-    autocast makes convolutions faster rather than slower.
-
-    :param flags: feature flags to check (default: :func:`cpu_flags`).
-    """
-    flags = cpu_flags() if flags is None else flags
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
-
 
 def cuda_bf16(device='cuda'):
     """Whether a CUDA device computes bfloat16 natively (compute capability 8.0, Ampere, and
@@ -113,7 +136,7 @@ def resolve_precision(precision, device):
         return ('fp16' if cuda else 'fp32'), None
     if precision == 'bf16' and not native:
         where = 'this CUDA device' if cuda else \
-            f"this CPU (none of the flags {', '.join(BF16_CPU_FLAGS)})"
+            f"this CPU (none of the flags {', '.join(BF16_FLAGS)})"
         return 'fp32', f'bf16 is not native on {where}: using fp32'
     return precision, None
 
@@ -133,7 +156,7 @@ def check_options(factory, backend, options):
     :raises ModelError: for an unknown option.
     """
     accepted = set(inspect.signature(factory).parameters) - {'self', 'model', 'device', 'meta',
-                                                             'channels_last'}
+                                                             'channels_last', 'precision'}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ModelError(f"unknown option(s) {', '.join(unknown)} for backend '{backend}' "

@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import warnings
 
 import numpy as np
@@ -46,8 +47,10 @@ OUTPUT_NAME = 'maps'
 EXPORT_VERSION = 1
 #: Environment variable overriding the cache folder.
 CACHE_ENV = 'GRASP_FCN_CACHE'
-#: OpenVINO inference precisions accepted by :class:`OpenVINOBackend`.
-OPENVINO_PRECISIONS = ('f32', 'bf16', 'f16')
+#: Precisions of :class:`OpenVINOBackend` -> OpenVINO's ``INFERENCE_PRECISION_HINT`` (the
+#: int8 network's remaining layers run in f32; ``f32`` and ``f16`` are accepted as aliases).
+OPENVINO_PRECISIONS = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16', 'int8': 'f32',
+                       'f32': 'f32', 'f16': 'f16'}
 
 
 def cpu_threads():
@@ -172,8 +175,9 @@ def _import_onnxruntime():
     return onnxruntime
 
 
-def export_openvino(onnx_path, xml_path):
-    """Convert an ONNX export to OpenVINO IR (``.xml`` + ``.bin``), weights kept in fp32.
+def export_openvino(onnx_path, xml_path, compress_to_fp16=False):
+    """Convert an ONNX export to OpenVINO IR (``.xml`` + ``.bin``), weights kept in fp32
+    unless ``compress_to_fp16``.
 
     :param onnx_path: an ONNX file from :func:`export_onnx`.
     :param xml_path: the ``.xml`` file to write; the ``.bin`` goes beside it.
@@ -184,10 +188,47 @@ def export_openvino(onnx_path, xml_path):
     tmp_dir = _atomic_output(xml_path)
     try:
         tmp_xml = os.path.join(tmp_dir, 'model.xml')
-        ov.save_model(ir, tmp_xml, compress_to_fp16=False)
+        ov.save_model(ir, tmp_xml, compress_to_fp16=bool(compress_to_fp16))
         bin_path = os.path.splitext(xml_path)[0] + '.bin'
         # the .bin first: a reader that finds the .xml finds its weights
         os.replace(os.path.join(tmp_dir, 'model.bin'), bin_path)
+        os.replace(tmp_xml, xml_path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return xml_path
+
+
+def _cache_folder(model, cache_dir=None):
+    key = model_digest(model)[:24]
+    folder = os.path.join(cache_dir or cache_root(), key)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:  # a read-only home: the exports go to the temporary folder instead
+        user = getattr(os, 'getuid', lambda: 0)()
+        folder = os.path.join(tempfile.gettempdir(), f'grasp_fcn-{user}', key)
+        os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def cached_int8(model, inputs, cache_dir=None):
+    """Path of the network quantised to int8 with ``inputs`` as calibration (OpenVINO IR),
+    quantising it into the cache when missing (see :mod:`~grasp_fcn_ros.core.quantize`).
+
+    :param model: a :class:`~grasp_fcn_ros.core.model.GraspFCN`.
+    :param inputs: calibration inputs (:func:`~grasp_fcn_ros.core.quantize.calibration_inputs`).
+    :returns: the int8 ``.xml`` path.
+    """
+    from .quantize import inputs_digest, quantize_openvino
+
+    fp32_xml = cached_export(model, 'openvino', cache_dir)
+    folder = os.path.dirname(fp32_xml)
+    xml_path = os.path.join(folder, f'grasp_fcn_int8_{inputs_digest(inputs)[:16]}.xml')
+    if os.path.isfile(xml_path) and os.path.isfile(xml_path[:-4] + '.bin'):
+        return xml_path
+    tmp_dir = _atomic_output(xml_path)
+    try:
+        tmp_xml = quantize_openvino(fp32_xml, inputs, os.path.join(tmp_dir, 'model.xml'))
+        os.replace(os.path.join(tmp_dir, 'model.bin'), xml_path[:-4] + '.bin')
         os.replace(tmp_xml, xml_path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -205,13 +246,7 @@ def cached_export(model, fmt, cache_dir=None):
     """
     if fmt not in FORMATS:
         raise ModelError(f"unknown export format '{fmt}' (expected one of {', '.join(FORMATS)})")
-    key = model_digest(model)[:24]
-    folder = os.path.join(cache_dir or cache_root(), key)
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError:  # a read-only home: the exports go to the temporary folder instead
-        user = getattr(os, 'getuid', lambda: 0)()
-        folder = os.path.join(tempfile.gettempdir(), f'grasp_fcn-{user}', key)
+    folder = _cache_folder(model, cache_dir)
     onnx_path = os.path.join(folder, 'grasp_fcn.onnx')
     if not os.path.isfile(onnx_path):
         export_onnx(model, onnx_path)
@@ -223,27 +258,56 @@ def cached_export(model, fmt, cache_dir=None):
     return xml_path
 
 
-def export_model(model_path, fmt='onnx', output=None):
+#: Precisions :func:`export_model` writes: fp32, or (OpenVINO IR only) fp16 weights or the
+#: int8-quantised network.
+EXPORT_PRECISIONS = ('fp32', 'fp16', 'int8')
+
+
+def export_model(model_path, fmt='onnx', output=None, precision='fp32', calibration=None,
+                 depth_scale=0.001):
     """Export a checkpoint for a faster runtime (``grasp-fcn export``).
 
     :param model_path: checkpoint file.
     :param fmt: ``onnx`` or ``openvino`` (IR ``.xml`` + ``.bin``).
     :param output: file to write (default: beside the checkpoint, ``.onnx`` or ``.xml``).
+    :param precision: ``fp32``; for OpenVINO also ``fp16`` (weights stored in fp16) or ``int8``
+        (quantised, see :mod:`~grasp_fcn_ros.core.quantize`).
+    :param calibration: for ``int8``: a folder of depth frames, or depth images (metres).
+    :param depth_scale: metres per unit of integer depth files in a calibration folder.
     :returns: the path written.
-    :raises ModelError: for an unreadable checkpoint, an unknown format or a missing runtime.
+    :raises ModelError: for an unreadable checkpoint, an unknown format or precision, or a
+        missing runtime.
     """
     if fmt not in FORMATS:
         raise ModelError(f"unknown export format '{fmt}' (expected one of {', '.join(FORMATS)})")
+    if precision not in EXPORT_PRECISIONS or (fmt == 'onnx' and precision != 'fp32'):
+        raise ModelError(f"cannot export format '{fmt}' in precision '{precision}' (ONNX: "
+                         "fp32; OpenVINO: fp32, fp16, int8)")
     model, _ = load_model(model_path)
     stem = os.path.splitext(model_path)[0]
     if fmt == 'onnx':
         return export_onnx(model, output or stem + '.onnx')
-    xml_path = output or stem + '.xml'
+    xml_path = output or stem + ('.xml' if precision == 'fp32' else f'_{precision}.xml')
     if not xml_path.endswith('.xml'):
         raise ModelError(f'an OpenVINO IR output must end in .xml, got {xml_path}')
+    if precision == 'int8':
+        from .quantize import calibration_frames, calibration_inputs, quantize_openvino
+
+        if calibration is None:
+            raise ModelError("precision 'int8' needs calibration depth frames (a folder)")
+        frames = (calibration_frames(calibration, depth_scale)
+                  if isinstance(calibration, (str, os.PathLike)) else list(calibration))
+        inputs = calibration_inputs(frames, model.config.input_size)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(model, os.path.join(tmp, 'grasp_fcn.onnx'))
-        return export_openvino(onnx_path, xml_path)
+        if precision == 'int8':
+            fp32_xml = export_openvino(onnx_path, os.path.join(tmp, 'grasp_fcn.xml'))
+            tmp_xml = quantize_openvino(fp32_xml, inputs, os.path.join(tmp, 'int8.xml'))
+            os.makedirs(os.path.dirname(os.path.abspath(xml_path)), exist_ok=True)
+            shutil.move(tmp_xml[:-4] + '.bin', xml_path[:-4] + '.bin')
+            shutil.move(tmp_xml, xml_path)
+            return xml_path
+        return export_openvino(onnx_path, xml_path, compress_to_fp16=precision == 'fp16')
 
 
 class _ExportedBackend:
@@ -284,10 +348,17 @@ class OnnxRuntimeBackend(_ExportedBackend):
 
     name = 'onnxruntime'
 
-    def __init__(self, model, meta=None, device='cpu', cache_dir=None, threads=None):
+    def __init__(self, model, meta=None, device='cpu', cache_dir=None, threads=None,
+                 precision='fp32'):
+        if precision != 'fp32':
+            raise ModelError(f"backend 'onnxruntime' runs fp32 only, not precision "
+                             f"'{precision}' (use backend 'openvino' or 'torch')")
         ort = _import_onnxruntime()
+        started = time.perf_counter()
         path = cached_export(model, 'onnx', cache_dir)
         super().__init__(model, meta, device, path)
+        self.precision = 'fp32'
+        self.prepare_s = time.perf_counter() - started
         providers = ['CPUExecutionProvider']
         if device.startswith('cuda'):
             if 'CUDAExecutionProvider' not in ort.get_available_providers():
@@ -312,31 +383,58 @@ class OpenVINOBackend(_ExportedBackend):
     """OpenVINO inference on the CPU: compiled once, LATENCY hint, one stream.
 
     :param threads: inference threads (default: the cores this process may use).
-    :param precision: ``f32`` (default; matches PyTorch), or ``bf16`` / ``f16`` where the CPU
-        has them (faster, less exact).
+    :param precision: ``fp32`` (default; matches PyTorch), ``bf16`` / ``fp16`` (OpenVINO's
+        inference precision: fast where the CPU computes them natively), or ``int8`` (the
+        network quantised with NNCF, see :mod:`~grasp_fcn_ros.core.quantize`).
     :param hint: OpenVINO performance hint, ``LATENCY`` or ``THROUGHPUT``.
+    :param calibration: for ``int8``: a folder of depth frames, or a list of depth images
+        (metres), to calibrate the quantisation with.
+    :param depth_scale: metres per unit of integer depth files in a calibration folder.
+
+    ``prepare_s`` is the time the export (and quantisation) took, ``cached`` whether the
+    network came from the cache.
     """
 
     name = 'openvino'
 
     def __init__(self, model, meta=None, device='cpu', cache_dir=None, threads=None,
-                 precision='f32', hint='LATENCY'):
+                 precision='fp32', hint='LATENCY', calibration=None, depth_scale=0.001):
         if device != 'cpu':
             raise ModelError(f"backend 'openvino' runs on the CPU only, not '{device}'")
         if precision not in OPENVINO_PRECISIONS:
             raise ModelError(f"unknown OpenVINO precision '{precision}' "
                              f"(expected one of {', '.join(OPENVINO_PRECISIONS)})")
         ov = _import_openvino()
-        path = cached_export(model, 'openvino', cache_dir)
+        started = time.perf_counter()
+        self.cached = os.path.isfile(os.path.join(_cache_folder(model, cache_dir),
+                                                  'grasp_fcn.xml'))
+        if precision == 'int8':
+            path = self._int8_path(model, cache_dir, calibration, depth_scale)
+        else:
+            path = cached_export(model, 'openvino', cache_dir)
         super().__init__(model, meta, device, path)
+        self.prepare_s = time.perf_counter() - started
         self.threads = int(threads or cpu_threads())
-        self.precision = precision
+        self.precision = {'f32': 'fp32', 'f16': 'fp16'}.get(precision, precision)
         core = ov.Core()
         properties = {'PERFORMANCE_HINT': str(hint).upper(), 'NUM_STREAMS': '1',
                       'INFERENCE_NUM_THREADS': str(self.threads),
-                      'INFERENCE_PRECISION_HINT': precision}
+                      'INFERENCE_PRECISION_HINT': OPENVINO_PRECISIONS[precision]}
         self.compiled = core.compile_model(core.read_model(path), 'CPU', properties)
         self.request = self.compiled.create_infer_request()
+
+    def _int8_path(self, model, cache_dir, calibration, depth_scale):
+        from .quantize import calibration_frames, calibration_inputs, inputs_digest
+
+        if calibration is None:
+            raise ModelError("precision 'int8' needs calibration depth frames (a folder)")
+        frames = (calibration_frames(calibration, depth_scale)
+                  if isinstance(calibration, (str, os.PathLike)) else list(calibration))
+        inputs = calibration_inputs(frames, model.config.input_size)
+        folder = _cache_folder(model, cache_dir)
+        name = f'grasp_fcn_int8_{inputs_digest(inputs)[:16]}.xml'
+        self.cached = os.path.isfile(os.path.join(folder, name))
+        return cached_int8(model, inputs, cache_dir)
 
     def _run(self, image):
         self.request.infer({0: image})
@@ -370,15 +468,16 @@ def exported_device(backend, device):
     return resolved
 
 
-def create_exported_backend(model, meta, backend, device, **options):
+def create_exported_backend(model, meta, backend, device, precision='fp32', **options):
     """Build an exported-runtime backend with the interface of ``TorchBackend``.
 
     :param model: a :class:`~grasp_fcn_ros.core.model.GraspFCN`.
     :param meta: checkpoint metadata.
     :param backend: ``onnxruntime`` or ``openvino``.
     :param device: resolved device name (see :func:`exported_device`).
-    :param options: backend options (``cache_dir``, ``threads``; OpenVINO ``precision``,
-        ``hint``).
+    :param precision: ``fp32``; OpenVINO also ``bf16``, ``fp16``, ``int8``.
+    :param options: backend options (``cache_dir``, ``threads``; OpenVINO ``hint``,
+        ``calibration``, ``depth_scale``).
     :raises ModelError: for an unknown backend, a missing runtime or an unusable device.
     """
     if backend not in _EXPORTED:
@@ -386,4 +485,4 @@ def create_exported_backend(model, meta, backend, device, **options):
                          f"(expected one of {', '.join(_EXPORTED)})")
 
     check_options(_EXPORTED[backend], backend, options)
-    return _EXPORTED[backend](model, meta, device, **options)
+    return _EXPORTED[backend](model, meta, device, precision=precision, **options)

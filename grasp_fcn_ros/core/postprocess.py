@@ -32,18 +32,30 @@ class PostprocessConfig:
     width_quality_floor: float = 0.05
 
 
-@dataclass
 class GraspMaps:
     """Per-pixel grasp maps at network resolution.
 
     :param quality: Q in [0, 1].
     :param angle: grasp angle, radians.
     :param width_px: gripper opening, network pixels.
+    :param score: the map peaks are ranked on (default: ``quality``); see
+        :class:`NetworkMaps`.
     """
 
-    quality: np.ndarray
-    angle: np.ndarray
-    width_px: np.ndarray
+    def __init__(self, quality, angle, width_px, score=None):
+        self.quality = quality
+        self.angle = angle
+        self.width_px = width_px
+        self.score = quality if score is None else score
+
+    def values_at(self, rows, cols):
+        """Angle (radians) and width (network pixels) at pixels: two arrays like ``rows``."""
+        return self.angle[rows, cols], self.width_px[rows, cols]
+
+    def usable(self):
+        """Pixels with a finite angle and width (a grasp may lie only there), or None when
+        every pixel has them."""
+        return np.isfinite(self.angle) & np.isfinite(self.width_px)
 
 
 def smooth(image, sigma_px):
@@ -54,8 +66,47 @@ def smooth(image, sigma_px):
                             borderType=cv2.BORDER_REFLECT)
 
 
-def maps_from_output(output, max_width_px, config):
-    """Turn raw network output (4, H, W: Q, cos 2phi, sin 2phi, width/max) into smoothed maps.
+def _kernel_size(sigma_px):
+    # what cv2.GaussianBlur takes for a float image and ksize (0, 0)
+    return int(round(sigma_px * 4 * 2 + 1)) | 1
+
+
+def smooth_at(image, sigma_px, rows, cols):
+    """:func:`smooth`'s value at some pixels only: the same Gaussian and border rule, summed
+    over each pixel's neighbourhood (the cost grows with the pixels asked for, not the image).
+
+    :returns: float64 array like ``rows``.
+    """
+    rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+    if sigma_px <= 0:
+        return image[rows, cols].astype(np.float64)
+    size = _kernel_size(sigma_px)
+    kernel = cv2.getGaussianKernel(size, float(sigma_px), cv2.CV_32F).ravel().astype(np.float64)
+    offsets = np.arange(size) - size // 2
+    height, width = image.shape
+
+    def reflect(index, n):  # cv2.BORDER_REFLECT: fedcba|abcdef|fedcba
+        period = 2 * n
+        index = np.mod(index, period)
+        return np.where(index < n, index, period - 1 - index)
+
+    r = reflect(rows[:, None] + offsets, height)  # (K, size)
+    c = reflect(cols[:, None] + offsets, width)
+    patches = image[r[:, :, None], c[:, None, :]].astype(np.float64)  # (K, size, size)
+    return np.einsum('kij,i,j->k', patches, kernel, kernel)
+
+
+class NetworkMaps(GraspMaps):
+    """The maps of a network output (4, H, W: Q, cos 2phi, sin 2phi, width / max), smoothed.
+
+    Q is smoothed over the whole map (peaks are found on it); the angle and width are
+    computed where they are read (:meth:`values_at`, at the peaks), the whole maps only when
+    asked for (``angle``, ``width_px``, for figures).
+
+    Peaks are ranked on ``score``, the smoothed Q *before* it is capped at 1: a network sure of
+    an area outputs Q above 1 over it, and capped, that area would be a flat plateau whose
+    maximum falls anywhere on it; uncapped, its centre wins. ``quality`` is the score capped
+    to [0, 1].
 
     The network is trained with a mean squared error against a width map that is zero
     wherever there is no grasp, so where it is unsure whether a pixel is a grasp (Q = p) its
@@ -68,20 +119,65 @@ def maps_from_output(output, max_width_px, config):
     :param max_width_px: network pixels that a width value of 1.0 stands for.
     :param config: a :class:`PostprocessConfig`.
     """
-    output = np.asarray(output, dtype=np.float32)
-    raw_quality = np.clip(output[0], 0.0, 1.0)
-    quality = smooth(raw_quality, config.q_sigma_px)
-    cos2 = smooth(output[1], config.angle_sigma_px)
-    sin2 = smooth(output[2], config.angle_sigma_px)
-    width = smooth(np.clip(output[3], 0.0, None), config.width_sigma_px)
-    if config.width_given_quality:
-        given = smooth(raw_quality, config.width_sigma_px)
-        width = width / np.maximum(given, config.width_quality_floor)
-        # a non-finite width stays non-finite (no grasp there), others are capped at 1.0
-        width = np.where(np.isfinite(width), np.minimum(width, 1.0), np.nan)
-    width = width * max_width_px
-    angle = 0.5 * np.arctan2(sin2, cos2)
-    return GraspMaps(quality, angle.astype(np.float32), width.astype(np.float32))
+
+    def __init__(self, output, max_width_px, config):
+        output = np.asarray(output, dtype=np.float32)
+        self._output, self._max_width_px, self._config = output, float(max_width_px), config
+        self.score = smooth(np.maximum(output[0], 0.0), config.q_sigma_px)
+        self.quality = np.minimum(self.score, 1.0)
+        self._finite = bool(np.isfinite(output).all())
+        self._angle = self._width = None
+
+    def _angle_from(self, cos2, sin2):
+        return (0.5 * np.arctan2(sin2, cos2)).astype(np.float32)
+
+    def _width_from(self, width, given):
+        if self._config.width_given_quality:
+            width = width / np.maximum(given, self._config.width_quality_floor)
+            # a non-finite width stays non-finite (no grasp there), others are capped at 1.0
+            width = np.where(np.isfinite(width), np.minimum(width, 1.0), np.nan)
+        return (width * self._max_width_px).astype(np.float32)
+
+    def _inputs(self):
+        out = self._output
+        return (out[1], out[2], np.maximum(out[3], 0.0), np.clip(out[0], 0.0, 1.0))
+
+    @property
+    def angle(self):
+        if self._angle is None:
+            cos2, sin2, _, _ = self._inputs()
+            sigma = self._config.angle_sigma_px
+            self._angle = self._angle_from(smooth(cos2, sigma), smooth(sin2, sigma))
+        return self._angle
+
+    @property
+    def width_px(self):
+        if self._width is None:
+            _, _, width, raw_quality = self._inputs()
+            sigma = self._config.width_sigma_px
+            self._width = self._width_from(smooth(width, sigma), smooth(raw_quality, sigma))
+        return self._width
+
+    def values_at(self, rows, cols):
+        if self._angle is not None and self._width is not None:
+            return super().values_at(rows, cols)
+        cos2, sin2, width, raw_quality = self._inputs()
+        a_sigma, w_sigma = self._config.angle_sigma_px, self._config.width_sigma_px
+        angle = self._angle_from(smooth_at(cos2, a_sigma, rows, cols),
+                                 smooth_at(sin2, a_sigma, rows, cols))
+        width = self._width_from(smooth_at(width, w_sigma, rows, cols),
+                                 smooth_at(raw_quality, w_sigma, rows, cols))
+        return angle, width
+
+    def usable(self):
+        # a finite output gives a finite angle and width everywhere (the width's divisor is
+        # floored above 0); only a NaN or overflow in the output needs the whole maps
+        return None if self._finite else super().usable()
+
+
+def maps_from_output(output, max_width_px, config):
+    """The :class:`NetworkMaps` of raw network output (4, H, W)."""
+    return NetworkMaps(output, max_width_px, config)
 
 
 def find_peaks(quality, threshold, min_distance_px, max_peaks):
@@ -124,17 +220,17 @@ def detect_grasps(maps, config, transform=None):
     """
     # a pixel without a finite angle or width (a NaN or overflow in the network output) is no
     # grasp
-    usable = np.isfinite(maps.angle) & np.isfinite(maps.width_px)
-    quality = np.where(usable, maps.quality, np.nan)
-    peaks = find_peaks(quality, config.q_threshold, config.min_distance_px, config.max_grasps)
+    usable = maps.usable()
+    score = maps.score if usable is None else np.where(usable, maps.score, np.nan)
+    peaks = find_peaks(score, config.q_threshold, config.min_distance_px, config.max_grasps)
     grasps = []
     scale = 1.0 if transform is None else transform.scale
-    for row, col in peaks:
+    angles, widths = maps.values_at(peaks[:, 0], peaks[:, 1])
+    for (row, col), angle, width in zip(peaks, angles, widths):
         uv = np.array([col, row], dtype=np.float64)
         if transform is not None:
             uv = transform.to_source(uv)
-        grasps.append(Grasp2D(u=float(uv[0]), v=float(uv[1]),
-                              angle=float(maps.angle[row, col]),
-                              width_px=float(maps.width_px[row, col]) * scale,
+        grasps.append(Grasp2D(u=float(uv[0]), v=float(uv[1]), angle=float(angle),
+                              width_px=float(width) * scale,
                               quality=float(maps.quality[row, col])))
     return grasps

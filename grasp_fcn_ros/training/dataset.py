@@ -310,6 +310,26 @@ def make_example(sample, input_size, crop_size_px, max_width_px, rng=None, augme
     return x, y
 
 
+class JoinedSamples:
+    """Several sample sequences as one (e.g. loaded Cornell samples, then synthetic scenes
+    rendered when indexed), without materialising them."""
+
+    def __init__(self, *parts):
+        self.parts = parts
+        self._ends = np.cumsum([len(part) for part in parts])
+
+    def __len__(self):
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def __getitem__(self, index):
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f'sample {index} of {len(self)}')
+        part = int(np.searchsorted(self._ends, index, side='right'))
+        start = int(self._ends[part - 1]) if part else 0
+        return self.parts[part][index - start]
+
+
 class GraspDataset(torch.utils.data.Dataset):
     """Training examples of loaded samples: :func:`make_example` pairs as tensors.
 
@@ -326,7 +346,8 @@ class GraspDataset(torch.utils.data.Dataset):
 
     def __init__(self, samples, input_size, crop_size_px, max_width_px, augment=None, seed=0,
                  min_depth_m=DEFAULT_MIN_DEPTH_M, max_depth_m=DEFAULT_MAX_DEPTH_M):
-        self.samples = list(samples)
+        # a sequence that renders on demand (synthetic scenes) stays one
+        self.samples = samples if hasattr(samples, '__getitem__') else list(samples)
         self.input_size = input_size
         self.crop_size_px = crop_size_px
         self.max_width_px = max_width_px

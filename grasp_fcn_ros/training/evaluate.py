@@ -181,3 +181,72 @@ def scale_table(rows):
         lines.append(f"{r['zoom']:4.2f}  {r['distance_m']:6.2f} m  {r['mode']:7s}  "
                      f"{r['crop_px']:7.0f}    {accuracy} %")
     return '\n'.join(lines)
+
+
+#: Top-1 grasps of two runtimes are "the same" within these source pixels and degrees.
+SAME_GRASP_PX = 2.0
+SAME_GRASP_DEG = 5.0
+
+
+def _same_grasp(a, b):
+    if a is None or b is None:
+        return a is None and b is None
+    turn = abs((a.angle - b.angle + np.pi / 2) % np.pi - np.pi / 2)
+    return (np.hypot(a.u - b.u, a.v - b.v) <= SAME_GRASP_PX
+            and np.degrees(turn) <= SAME_GRASP_DEG)
+
+
+def compare_runtimes(detectors, samples, progress=None, intrinsics=None):
+    """Accuracy of the same network run by several runtimes (backend x precision), and how far
+    their outputs are from the first one's (the reference).
+
+    Each detector is scored as :func:`evaluate` scores it. On every image, each backend also
+    runs on the reference's network input, so the map differences measure the runtime alone.
+
+    :param detectors: ``{name: GraspDetector}``, the reference first.
+    :param samples: Cornell samples.
+    :returns: list of dicts per runtime: ``name``, ``result`` (:class:`EvaluationResult`),
+        ``q_mean_abs`` / ``q_max_abs`` (raw quality output against the reference's),
+        ``q_p99_abs``, ``top1_same`` (share of images whose top-1 grasp matches the
+        reference's within :data:`SAME_GRASP_PX` and :data:`SAME_GRASP_DEG`).
+    """
+    names = list(detectors)
+    reference = evaluation_detector(detectors[names[0]])
+    results = {name: evaluate(detector, samples, progress, intrinsics)
+               for name, detector in detectors.items()}
+    samples = [s.load() for s in samples]
+    ref_top = {r.name: (r.predictions[0] if r.predictions else None)
+               for r in results[names[0]].per_image}
+    diffs, worst = {name: [] for name in names}, dict.fromkeys(names, 0.0)
+    for sample in samples:
+        camera = intrinsics(sample) if callable(intrinsics) else intrinsics
+        net_input = reference.detect(sample.depth_m, camera).network_input[None, None]
+        q_ref = np.clip(reference.backend.predict(net_input)[0, 0], 0.0, 1.0)
+        for name in names[1:]:
+            q = np.clip(detectors[name].backend.predict(net_input)[0, 0], 0.0, 1.0)
+            delta = np.abs(q - q_ref)
+            diffs[name].append(delta.ravel()[::7])  # a subsample keeps the percentile cheap
+            worst[name] = max(worst[name], float(delta.max()))
+    rows = []
+    for name in names:
+        sampled = np.concatenate(diffs[name]) if diffs[name] else np.zeros(1)
+        same = [_same_grasp(ref_top[r.name], r.predictions[0] if r.predictions else None)
+                for r in results[name].per_image]
+        rows.append({'name': name, 'result': results[name],
+                     'q_mean_abs': float(sampled.mean()),
+                     'q_p99_abs': float(np.percentile(sampled, 99)), 'q_max_abs': worst[name],
+                     'top1_same': float(np.mean(same)) if same else 0.0})
+    return rows
+
+
+def runtime_table(rows):
+    """A plain-text table of :func:`compare_runtimes` rows."""
+    lines = ['runtime                 top-1 @ J 0.25 / 0.30 / 0.35 / 0.40   top-5   '
+             '|dQ| mean    p99    max   same top-1']
+    for r in rows:
+        result = r['result']
+        accuracy = ' / '.join(f'{100 * a:5.1f}' for a in result.accuracy.values())
+        lines.append(f"{r['name']:22s}  {accuracy} %   {100 * result.top_n[TOP_N]:5.1f}   "
+                     f"{r['q_mean_abs']:9.5f} {r['q_p99_abs']:6.4f} {r['q_max_abs']:6.3f}"
+                     f"   {100 * r['top1_same']:5.1f} %")
+    return '\n'.join(lines)

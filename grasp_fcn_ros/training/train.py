@@ -37,6 +37,7 @@ from .dataset import (
     EpochBatchSampler,
     find_samples,
     GraspDataset,
+    JoinedSamples,
     split_folds,
 )
 from .evaluate import evaluate, EvaluationResult
@@ -107,6 +108,11 @@ class TrainConfig:
         averages.
     :param renorm_warmup_steps: optimiser steps over which the renormalisation limits relax.
     :param augment: random crop / zoom / rotation settings, or None.
+    :param synthetic: synthetic scenes (:mod:`~grasp_fcn_ros.synthetic`, Cornell's camera and
+        table view) rendered on the fly, in the data loader's workers, and mixed into every
+        epoch with the dataset's training images; 0 = none. The scale, the monitored images
+        and the BatchNorm recalibration use the real images only.
+    :param synthetic_seed: the seed of those scenes (scene i of a seed is always the same).
     """
 
     dataset: str
@@ -137,6 +143,8 @@ class TrainConfig:
     recalibration_images: int = 32
     renorm_warmup_steps: int = 200
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    synthetic: int = 0
+    synthetic_seed: int = 1
 
 
 def grasp_loss(pred, target, weights):
@@ -402,8 +410,16 @@ def _train(config, processes, device, threads, resume, progress, log):
     depth_range = dict(min_depth_m=config.min_depth_m, max_depth_m=config.max_depth_m)
     rank_args = dict(rank=processes.rank, world_size=processes.world_size)
     local_batch = config.batch_size // processes.world_size
-    dataset = GraspDataset(train_set, *dataset_args, config.augment, config.seed, **depth_range)
-    sampler = EpochBatchSampler(len(train_set), local_batch, config.seed, **rank_args)
+    examples = train_set
+    if config.synthetic > 0:
+        from ..synthetic import SyntheticSamples
+
+        examples = JoinedSamples(train_set, SyntheticSamples(config.synthetic_seed,
+                                                             config.synthetic))
+        log(f'with {config.synthetic} synthetic scenes (seed {config.synthetic_seed}) rendered '
+            f'on the fly: {len(examples)} training examples per epoch')
+    dataset = GraspDataset(examples, *dataset_args, config.augment, config.seed, **depth_range)
+    sampler = EpochBatchSampler(len(examples), local_batch, config.seed, **rank_args)
     loader = _loader(dataset, sampler, workers, device)
     recalibration = GraspDataset(spread(train_set, config.recalibration_images),
                                  *dataset_args, **depth_range)

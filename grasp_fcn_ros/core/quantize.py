@@ -1,0 +1,108 @@
+"""int8 post-training quantisation of the OpenVINO network, calibrated on real depth frames.
+
+NNCF's post-training quantisation runs the fp32 network on calibration inputs, records the
+range of every activation and writes an OpenVINO IR whose convolutions run in int8 (weights
+per output channel, activations per tensor). The calibration inputs are what the network sees
+in use: depth frames of a real camera put through the detector's own preprocessing
+(:func:`~.preprocess.prepare_input`), each frame at a few crop sizes and in the eight
+orientations of the square (turned by quarter turns, mirrored), because objects lie at any
+angle.
+
+The quantised IR is cached beside the fp32 export, keyed by the digest of the weights *and* of
+the calibration inputs (see :func:`~.export.cached_int8`), so a node quantises on its first
+start only.
+"""
+
+import glob
+import hashlib
+import os
+
+import numpy as np
+
+from .depth import DEPTH_FILE_TYPES, read_depth_image
+from .geometry import CropTransform
+from .model import ModelError
+from .preprocess import DEFAULT_MAX_DEPTH_M, DEFAULT_MIN_DEPTH_M, prepare_input
+
+#: Crop sides of the calibration windows, as fractions of each frame's largest centred square.
+CALIBRATION_CROP_FRACTIONS = (1.0, 0.8)
+#: Most frames read from a calibration folder.
+MAX_CALIBRATION_FRAMES = 32
+
+
+def _import_nncf():
+    try:
+        import nncf
+    except ImportError as exc:
+        raise ModelError("precision 'int8' needs the nncf package (pip install nncf)") from exc
+    return nncf
+
+
+def calibration_frames(folder, depth_scale=0.001, limit=MAX_CALIBRATION_FRAMES):
+    """Depth frames (metres) of a folder: files named ``*d.<type>`` (the Cornell layout) or,
+    when there are none, every depth file, sorted, at most ``limit``.
+
+    :raises ModelError: when the folder holds no depth file.
+    """
+    paths = sorted(path for kind in DEPTH_FILE_TYPES
+                   for path in glob.glob(os.path.join(folder, f'*d{kind}')))
+    if not paths:
+        paths = sorted(path for kind in DEPTH_FILE_TYPES
+                       for path in glob.glob(os.path.join(folder, f'*{kind}')))
+    if not paths:
+        raise ModelError(f'no depth frames to calibrate int8 with in {folder}')
+    if len(paths) > limit:  # spread over the folder, not its first files
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).round().astype(int)]
+    return [read_depth_image(path, depth_scale) for path in paths]
+
+
+def calibration_inputs(frames_m, input_size, min_depth_m=DEFAULT_MIN_DEPTH_M,
+                       max_depth_m=DEFAULT_MAX_DEPTH_M):
+    """Network inputs (float32 (1, 1, S, S) each) for calibration, from depth frames.
+
+    Each frame gives a window per :data:`CALIBRATION_CROP_FRACTIONS`, prepared as the detector
+    prepares it, in the eight orientations of the square.
+
+    :param frames_m: depth images (H, W), metres.
+    :param input_size: the network's input side S, pixels.
+    """
+    inputs = []
+    for depth_m in frames_m:
+        height, width = depth_m.shape
+        for fraction in CALIBRATION_CROP_FRACTIONS:
+            side = max(int(round(min(height, width) * fraction)), 1)
+            transform = CropTransform.centred(width, height, side, input_size)
+            net_input = prepare_input(depth_m, transform, min_depth_m, max_depth_m)
+            for mirrored in (net_input, net_input[:, ::-1]):
+                for turns in range(4):
+                    inputs.append(np.ascontiguousarray(
+                        np.rot90(mirrored, turns)[None, None], dtype=np.float32))
+    if not inputs:
+        raise ModelError('int8 calibration needs at least one depth frame')
+    return inputs
+
+
+def inputs_digest(inputs):
+    """SHA-256 (hex) of calibration inputs: part of the cache key of a quantised network."""
+    digest = hashlib.sha256()
+    for array in inputs:
+        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def quantize_openvino(xml_path, inputs, output_xml):
+    """Quantise an fp32 OpenVINO IR to int8 with NNCF, calibrated on ``inputs``.
+
+    :param xml_path: the fp32 IR.
+    :param inputs: calibration inputs, see :func:`calibration_inputs`.
+    :param output_xml: the int8 IR to write (its ``.bin`` beside it).
+    :returns: ``output_xml``.
+    """
+    nncf = _import_nncf()
+    import openvino as ov
+
+    model = ov.Core().read_model(xml_path)
+    quantized = nncf.quantize(model, nncf.Dataset(list(inputs)), subset_size=len(inputs),
+                              preset=nncf.QuantizationPreset.PERFORMANCE)
+    ov.save_model(quantized, output_xml, compress_to_fp16=False)
+    return output_xml

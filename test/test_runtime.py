@@ -1,0 +1,223 @@
+"""Backend and precision selection by machine features, and reduced precisions against fp32:
+maps and top grasps within stated tolerances, int8 quantised once and cached."""
+
+import glob
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from grasp_fcn_ros.core import export
+from grasp_fcn_ros.core.backends import create_backend
+from grasp_fcn_ros.core.depth import read_depth_image
+from grasp_fcn_ros.core.detector import DetectorConfig, GraspDetector
+from grasp_fcn_ros.core.devices import cpu_flags, native_bf16, native_int8
+from grasp_fcn_ros.core.geometry import CORNELL_INTRINSICS
+from grasp_fcn_ros.core.grasp import grasp_matches
+from grasp_fcn_ros.core.model import ModelError
+from grasp_fcn_ros.core.runtime import choose_runtime, VERIFIED
+from grasp_fcn_ros.resources import default_calibration_dir, default_model_path
+
+AMX = frozenset({'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_int8', 'avx512_vnni'})
+ZEN3 = frozenset({'avx2', 'fma'})
+CASCADE_LAKE = frozenset({'avx2', 'avx512f', 'avx512_vnni'})
+HAS_OPENVINO = importlib.util.find_spec('openvino') is not None
+HAS_NNCF = importlib.util.find_spec('nncf') is not None
+FRAMES = sorted(glob.glob(os.path.join(default_calibration_dir(), '*d.tiff')))
+
+#: Stated tolerances of a reduced precision against fp32 on the shipped model and the bundled
+#: real frames: mean and 99th percentile of |Q - Q_fp32| on the raw quality output; the
+#: reduced precision's top-1 grasp must be the same grasp as one of fp32's top TOP_K: its
+#: rectangle overlapping at SAME_JACCARD or more, angles within SAME_ANGLE_DEG (on an elongated
+#: object Q is nearly flat along the object, and the best centre may slide along it).
+#: int8 is not verified for accuracy (``auto`` never picks it): its top-1 need only match one
+#: of fp32's top TOP_K at the rectangle metric's own criterion (Jaccard 0.25, 30 degrees).
+TOLERANCES = {'bf16': (0.003, 0.05, 0.5, 15.0), 'fp16': (0.002, 0.03, 0.5, 15.0),
+              'int8': (0.02, 0.25, 0.25, 30.0)}
+TOP_K = 5
+
+
+@pytest.fixture(autouse=True)
+def _export_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv(export.CACHE_ENV, str(tmp_path_factory.getbasetemp() / 'export_cache'))
+
+
+@pytest.fixture(autouse=True)
+def _no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+
+
+# --- selection ----------------------------------------------------------------------------------
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / 'cpuinfo'
+    info.write_text('processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu avx2 amx_bf16 '
+                    'avx512_vnni\n\nprocessor\t: 1\nflags\t\t: fpu\n')
+    flags = cpu_flags(str(info))
+    assert {'avx2', 'amx_bf16', 'avx512_vnni'} <= flags
+    assert native_bf16(flags) and native_int8(flags)
+    assert not native_bf16(ZEN3) and not native_int8(ZEN3)
+    assert cpu_flags(str(tmp_path / 'missing')) == frozenset()
+
+
+@pytest.mark.parametrize('flags, openvino, expected', [
+    (AMX, True, ('openvino', 'cpu', 'bf16')),
+    (ZEN3, True, ('openvino', 'cpu', 'fp32')),
+    # int8 dot products but int8 is not verified for accuracy: auto stays fp32
+    (CASCADE_LAKE, True, ('openvino', 'cpu', 'fp32')),
+    (AMX, False, ('torch-channels-last', 'cpu', 'bf16')),
+    (ZEN3, False, ('torch-channels-last', 'cpu', 'fp32')),
+])
+def test_auto_follows_the_cpu(flags, openvino, expected):
+    choice = choose_runtime('auto', 'auto', 'auto', flags=flags, openvino_available=openvino)
+    assert (choice.backend, choice.device, choice.precision) == expected
+    assert (_family(choice.backend), choice.precision) in VERIFIED
+    assert choice.reason  # logged by the node at start-up
+
+
+def _family(backend):
+    return 'torch' if backend.startswith('torch') else backend
+
+
+def test_auto_on_cuda_is_torch_fp16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: 'Test GPU')
+    choice = choose_runtime('auto', 'auto', 'auto', flags=ZEN3, openvino_available=True)
+    assert (choice.backend, choice.device, choice.precision) == ('torch', 'cuda', 'fp16')
+    assert 'Test GPU' in choice.reason
+
+
+def test_requested_bf16_without_native_support_falls_back_with_a_reason():
+    choice = choose_runtime('torch', 'bf16', 'cpu', flags=ZEN3)
+    assert choice.precision == 'fp32' and 'no native bf16' in choice.reason
+    assert choose_runtime('torch', 'bf16', 'cpu', flags=AMX).precision == 'bf16'
+    # int8 is never chosen by auto, but runs when asked for
+    assert choose_runtime('openvino', 'int8', 'cpu', flags=ZEN3).precision == 'int8'
+
+
+@pytest.mark.parametrize('backend, precision, words', [
+    ('torch', 'int8', "cannot run precision 'int8'"),
+    ('onnxruntime', 'bf16', "cannot run precision 'bf16'"),
+    ('torch', 'fp8', "unknown precision 'fp8'"),
+    ('tensorflow', 'auto', "unknown backend 'tensorflow'"),
+])
+def test_impossible_combinations_are_refused(backend, precision, words):
+    with pytest.raises(ModelError, match=words):
+        choose_runtime(backend, precision, 'cpu', flags=AMX)
+
+
+# --- reduced precisions against fp32 ----------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def frames():
+    return [read_depth_image(path) for path in FRAMES]
+
+
+def _compare(backend, reference, frames, precision):
+    """|dQ| statistics on identical inputs, and whether each top-1 is among fp32's top-K."""
+    mean_limit, p99_limit, jaccard, angle_deg = TOLERANCES[precision]
+    config = DetectorConfig()
+    reduced_detector = GraspDetector(backend, config)
+    reference_detector = GraspDetector(reference, DetectorConfig(
+        postprocess=config.postprocess.__class__(q_threshold=0.0, max_grasps=TOP_K)))
+    deltas = []
+    for depth_m in frames:
+        expected = reference_detector.detect(depth_m, CORNELL_INTRINSICS)
+        net_input = expected.network_input[None, None]
+        q_ref = np.clip(reference.predict(net_input)[0, 0], 0, 1)
+        q = np.clip(backend.predict(net_input)[0, 0], 0, 1)
+        deltas.append(np.abs(q - q_ref).ravel())
+        got = reduced_detector.detect(depth_m, CORNELL_INTRINSICS).grasps_2d
+        assert got, f'{precision}: no grasp'
+        best = got[0]
+        assert grasp_matches(best, expected.grasps_2d, jaccard, np.radians(angle_deg)), (
+            f'{precision}: top-1 at ({best.u:.0f}, {best.v:.0f}) is not among fp32 top-{TOP_K}')
+    delta = np.concatenate(deltas)
+    assert delta.mean() <= mean_limit, (precision, delta.mean())
+    assert np.percentile(delta, 99) <= p99_limit, (precision, np.percentile(delta, 99))
+
+
+@pytest.fixture(scope='module')
+def reference():
+    return create_backend(default_model_path(), 'torch', 'cpu', 'fp32')
+
+
+@pytest.mark.parametrize('precision', ['bf16', 'fp16'])
+def test_torch_autocast_matches_fp32(reference, frames, precision):
+    backend = create_backend(default_model_path(), 'torch-channels-last', 'cpu', precision)
+    assert backend.precision == precision
+    _compare(backend, reference, frames, precision)
+
+
+@pytest.mark.skipif(not (HAS_OPENVINO and native_bf16()), reason='needs OpenVINO and a CPU '
+                    'with native bf16')
+def test_openvino_bf16_matches_fp32(reference, frames):
+    _compare(create_backend(default_model_path(), 'openvino', 'cpu', 'bf16'), reference,
+             frames, 'bf16')
+
+
+@pytest.mark.skipif(not (HAS_OPENVINO and HAS_NNCF), reason='needs OpenVINO and NNCF')
+def test_int8_is_quantised_once_then_cached(reference, frames):
+    calibration = frames[:1]
+    first = create_backend(default_model_path(), 'openvino', 'cpu', 'int8',
+                           calibration=calibration)
+    assert first.precision == 'int8' and not first.cached
+    assert 'int8' in os.path.basename(first.path) and os.path.isfile(first.path)
+    again = create_backend(default_model_path(), 'openvino', 'cpu', 'int8',
+                           calibration=calibration)
+    assert again.cached and again.path == first.path
+    assert again.prepare_s < first.prepare_s
+    # other calibration frames are another quantisation, not the cached one
+    other = create_backend(default_model_path(), 'openvino', 'cpu', 'int8',
+                           calibration=frames[1:2])
+    assert other.path != first.path
+    # the default calibration: every bundled real frame
+    _compare(create_backend(default_model_path(), 'openvino', 'cpu', 'int8',
+                            calibration=default_calibration_dir()), reference, frames, 'int8')
+
+
+def test_int8_without_calibration_is_refused():
+    pytest.importorskip('openvino')
+    with pytest.raises(ModelError, match='calibration'):
+        create_backend(default_model_path(), 'openvino', 'cpu', 'int8')
+
+
+def test_compare_runtimes_reports_accuracy_and_map_differences(reference):
+    from grasp_fcn_ros.training.dataset import find_samples
+    from grasp_fcn_ros.training.evaluate import compare_runtimes, runtime_table
+
+    samples = find_samples(default_calibration_dir())[0]  # the bundled real frames
+    assert len(samples) == 3
+    bf16 = create_backend(default_model_path(), 'torch', 'cpu', 'bf16')
+    rows = compare_runtimes({'fp32': GraspDetector(reference),
+                             'again': GraspDetector(reference), 'bf16': GraspDetector(bf16)},
+                            samples, intrinsics=CORNELL_INTRINSICS)
+    assert [r['name'] for r in rows] == ['fp32', 'again', 'bf16']
+    assert rows[1]['q_max_abs'] == 0.0 and rows[1]['top1_same'] == 1.0
+    assert rows[1]['result'].accuracy == rows[0]['result'].accuracy
+    assert 0.0 < rows[2]['q_mean_abs'] <= rows[2]['q_max_abs']
+    table = runtime_table(rows)
+    assert 'bf16' in table and 'same top-1' in table
+
+
+@pytest.mark.skipif(not (HAS_OPENVINO and HAS_NNCF), reason='needs OpenVINO and NNCF')
+def test_cli_exports_an_int8_and_an_fp16_openvino_network(tmp_path, random_model_path):
+    import openvino as ov
+
+    from grasp_fcn_ros.cli import main
+
+    int8 = tmp_path / 'int8.xml'
+    assert main(['export', '--model', random_model_path, '--format', 'openvino', '--precision',
+                 'int8', '--output', str(int8)]) == 0
+    ops = ov.Core().read_model(str(int8)).get_ordered_ops()
+    assert any(op.get_type_name() == 'FakeQuantize' for op in ops)
+    assert main(['export', '--model', random_model_path, '--format', 'openvino', '--precision',
+                 'fp16', '--output', str(tmp_path / 'fp16.xml')]) == 0
+    assert main(['export', '--model', random_model_path, '--format', 'openvino', '--output',
+                 str(tmp_path / 'fp32.xml')]) == 0
+    fp16_size, fp32_size = ((tmp_path / f'{name}.bin').stat().st_size for name in ('fp16', 'fp32'))
+    assert fp16_size < 0.6 * fp32_size  # the weights in half the bytes
+    with pytest.raises(ModelError, match="cannot export format 'onnx' in precision 'int8'"):
+        export.export_model(random_model_path, 'onnx', precision='int8')
