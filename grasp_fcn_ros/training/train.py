@@ -109,8 +109,9 @@ class TrainConfig:
     :param renorm_warmup_steps: optimiser steps over which the renormalisation limits relax.
     :param augment: random crop / zoom / rotation settings, or None.
     :param synthetic: synthetic scenes (:mod:`~grasp_fcn_ros.synthetic`, Cornell's camera and
-        table view) rendered on the fly, in the data loader's workers, and mixed into every
-        epoch with the dataset's training images; 0 = none. The scale, the monitored images
+        table view) rendered on the fly, in the data loader's workers (at least two unless
+        ``workers`` is set), and mixed into every epoch with the dataset's training images;
+        0 = none. The scale, the monitored images
         and the BatchNorm recalibration use the real images only.
     :param synthetic_seed: the seed of those scenes (scene i of a seed is always the same).
     """
@@ -365,6 +366,10 @@ def _train(config, processes, device, threads, resume, progress, log):
     samples = [s for s in samples if s.grasps]
     train_set, val_set = split_samples(samples, config)
     workers = config.workers if config.workers >= 0 else default_workers(device, threads)
+    if config.synthetic > 0 and config.workers < 0:
+        # a scene takes 0.3-0.7 s to render: far more than a step takes per image, so render
+        # beside the training rather than in it
+        workers = max(workers, 2)
     log(f'{len(train_set)} training / {len(val_set)} validation images '
         f'({skipped} samples without files, {bad_rects} invalid rectangles skipped) '
         f'on {device}' + (f' x {processes.world_size} processes' if processes.distributed
