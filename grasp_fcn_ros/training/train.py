@@ -211,14 +211,9 @@ def split_samples(samples, config):
             [s for i, s in enumerate(samples) if i in test])
 
 
-def validate(model, samples, config, device, precision='fp32'):
-    """Top-1 accuracy at Jaccard 0.25 of the model on samples, through the detector path.
-
-    :param precision: the forward's precision (``fp32``, or the training's reduced one for the
-        per-epoch monitoring: what the node runs on a CPU with native bf16).
-    """
-    detector = GraspDetector(TorchBackend(model, device, channels_last=config.channels_last,
-                                          precision=precision),
+def validate(model, samples, config, device):
+    """Top-1 accuracy at Jaccard 0.25 of the model on samples, through the detector path."""
+    detector = GraspDetector(TorchBackend(model, device, channels_last=config.channels_last),
                              DetectorConfig(crop_size_px=config.crop_size_px,
                                             min_depth_m=config.min_depth_m,
                                             max_depth_m=config.max_depth_m))
@@ -480,11 +475,11 @@ def _train(config, processes, device, threads, resume, progress, log):
         if processes.main:
             # with its own threads: lending it those of the waiting processes made validation
             # 5-9x slower under torchrun on a 2-core CPU
-            fit = validate(model, spread(train_set, MONITOR_IMAGES), config, device,
-                           precision).accuracy[0.25]
+            fit = validate(model, spread(train_set, MONITOR_IMAGES), config,
+                           device).accuracy[0.25]
             accuracy = float('nan')
             if val_set:
-                accuracy = validate(model, val_set, config, device, precision).accuracy[0.25]
+                accuracy = validate(model, val_set, config, device).accuracy[0.25]
             seconds = time.perf_counter() - started
             meta = {'epoch': epoch, 'train': config_dict, 'val_accuracy': accuracy,
                     'loss': float(totals[0])}
