@@ -17,3 +17,14 @@ def random_model_path(tmp_path_factory):
     from grasp_fcn_ros.core.model import save_random_checkpoint
 
     return save_random_checkpoint(str(tmp_path_factory.mktemp('model') / 'random.pt'), seed=0)
+
+
+#: Test modules that start worker processes of their own (DataLoader workers, torch
+#: multiprocessing, gloo process groups): they run first, before other modules load OpenVINO
+#: and ONNX Runtime into the test process, whose thread pools make a later fork or process
+#: group set-up crash the test process.
+RUN_FIRST = ('test_train_fast.py',)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: os.path.basename(str(item.fspath)) not in RUN_FIRST)

@@ -9,6 +9,7 @@ import csv
 from dataclasses import asdict, dataclass, field, replace
 import json
 import math
+import multiprocessing
 import os
 import random
 import time
@@ -239,10 +240,18 @@ def default_workers(device, cores):
 
 
 def _loader(dataset, sampler, workers, device):
-    """Batches of ``dataset`` in the order of ``sampler``; pinned host memory on CUDA."""
+    """Batches of ``dataset`` in the order of ``sampler``; pinned host memory on CUDA.
+
+    Workers are started from a fork server, not forked from this process: a process whose
+    thread pools are running (OpenMP, OpenVINO's TBB) can crash when forked.
+    """
+    context = None
+    if workers > 0 and 'forkserver' in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context('forkserver')
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=workers,
-        pin_memory=torch.device(device).type == 'cuda', persistent_workers=workers > 0)
+        pin_memory=torch.device(device).type == 'cuda', persistent_workers=workers > 0,
+        multiprocessing_context=context)
 
 
 def training_step(network, optimiser, x, y, weights, precision='fp32', scaler=None):
