@@ -94,4 +94,6 @@ def test_best_effort_camera_is_received_too(client, tmp_path, fast_model):
                          480, 400, RATE_HZ)
     assert 'with best_effort reliability (as its publishers offer)' in log, log
     assert 'with reliable reliability' not in log, log
-    assert len(unbroken_tail(answered, 5000, FRAMES)) >= FRAMES - SETTLING, (answered, log)
+    # best effort may lose frames on the way (how many depends on the machine's middleware
+    # buffers: none on some machines, half on others); the ones that arrive are answered
+    assert answered and answered[-1] >= 5000 + FRAMES // 2, (answered, log)
