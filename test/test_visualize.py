@@ -11,7 +11,7 @@ from grasp_fcn_ros.core.backends import create_backend
 from grasp_fcn_ros.core.detector import Detection, DetectorConfig, GraspDetector
 from grasp_fcn_ros.core.grasp import Grasp2D
 from grasp_fcn_ros.core.model import ModelConfig
-from grasp_fcn_ros.core.postprocess import PostprocessConfig
+from grasp_fcn_ros.core.postprocess import GraspMaps, PostprocessConfig
 from grasp_fcn_ros.core.projection import project_grasp
 from grasp_fcn_ros.training.dataset import find_samples
 from grasp_fcn_ros.training.evaluate import EvaluationResult, ImageResult
@@ -57,7 +57,7 @@ def known_detection(detection):
     depth, det = detection
     quality = det.maps.quality.copy()
     quality[150:170, 200:220] = 0.9
-    maps = type(det.maps)(quality, det.maps.angle, det.maps.width_px)
+    maps = GraspMaps(quality, det.maps.angle, det.maps.width_px)
     grasps = [Grasp2D(330.0, 240.0, np.deg2rad(20), 60.0, 0.9),
               Grasp2D(250.0, 200.0, np.deg2rad(-70), 40.0, 0.5),
               Grasp2D(5.0, 5.0, 0.0, 30.0, 0.3)]
