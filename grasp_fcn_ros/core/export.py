@@ -258,6 +258,17 @@ def cached_export(model, fmt, cache_dir=None):
     return xml_path
 
 
+def _calibration_inputs(model, calibration, depth_scale):
+    """The int8 calibration inputs of a folder of depth frames or a list of depth images."""
+    from .quantize import calibration_frames, calibration_inputs
+
+    if calibration is None:
+        raise ModelError("precision 'int8' needs calibration depth frames (a folder)")
+    frames = (calibration_frames(calibration, depth_scale)
+              if isinstance(calibration, (str, os.PathLike)) else list(calibration))
+    return calibration_inputs(frames, model.config.input_size)
+
+
 #: Precisions :func:`export_model` writes: fp32, or (OpenVINO IR only) fp16 weights or the
 #: int8-quantised network.
 EXPORT_PRECISIONS = ('fp32', 'fp16', 'int8')
@@ -291,13 +302,9 @@ def export_model(model_path, fmt='onnx', output=None, precision='fp32', calibrat
     if not xml_path.endswith('.xml'):
         raise ModelError(f'an OpenVINO IR output must end in .xml, got {xml_path}')
     if precision == 'int8':
-        from .quantize import calibration_frames, calibration_inputs, quantize_openvino
+        from .quantize import quantize_openvino
 
-        if calibration is None:
-            raise ModelError("precision 'int8' needs calibration depth frames (a folder)")
-        frames = (calibration_frames(calibration, depth_scale)
-                  if isinstance(calibration, (str, os.PathLike)) else list(calibration))
-        inputs = calibration_inputs(frames, model.config.input_size)
+        inputs = _calibration_inputs(model, calibration, depth_scale)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(model, os.path.join(tmp, 'grasp_fcn.onnx'))
         if precision == 'int8':
@@ -424,13 +431,9 @@ class OpenVINOBackend(_ExportedBackend):
         self.request = self.compiled.create_infer_request()
 
     def _int8_path(self, model, cache_dir, calibration, depth_scale):
-        from .quantize import calibration_frames, calibration_inputs, inputs_digest
+        from .quantize import inputs_digest
 
-        if calibration is None:
-            raise ModelError("precision 'int8' needs calibration depth frames (a folder)")
-        frames = (calibration_frames(calibration, depth_scale)
-                  if isinstance(calibration, (str, os.PathLike)) else list(calibration))
-        inputs = calibration_inputs(frames, model.config.input_size)
+        inputs = _calibration_inputs(model, calibration, depth_scale)
         folder = _cache_folder(model, cache_dir)
         name = f'grasp_fcn_int8_{inputs_digest(inputs)[:16]}.xml'
         self.cached = os.path.isfile(os.path.join(folder, name))
