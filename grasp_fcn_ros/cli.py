@@ -110,7 +110,7 @@ def _train_config(args):
                        folds=args.folds, fold=args.fold, split=args.split,
                        object_map=args.object_map, augment=augment,
                        lr_schedule=args.lr_schedule, batch_renorm=args.batch_renorm,
-                       depth_scale=args.depth_scale,
+                       depth_scale=args.depth_scale, validate_every=args.validate_every,
                        intrinsics=(camera.fx, camera.fy, camera.cx, camera.cy))
 
 
@@ -279,6 +279,16 @@ def cmd_synth(args):
     return 0
 
 
+def _at_least_one(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'")
+    return value
+
+
 def _add_intrinsics(parser):
     parser.add_argument('--intrinsics', default=','.join(
         f'{v:g}' for v in (CORNELL_INTRINSICS.fx, CORNELL_INTRINSICS.fy, CORNELL_INTRINSICS.cx,
@@ -354,6 +364,9 @@ def build_parser():
     p.add_argument('--split', choices=('image', 'object'), default='image')
     p.add_argument('--object-map', help='file of "image object" lines for object-wise splits')
     p.add_argument('--cross-validate', action='store_true', help='train and score every fold')
+    p.add_argument('--validate-every', type=_at_least_one, default=1, metavar='N',
+                   help='recalibrate BatchNorm and validate every N epochs and after the last '
+                   '(the weights do not depend on it)')
     p.add_argument('--no-augment', action='store_true')
     p.add_argument('--batch-renorm', action='store_true',
                    help='train BatchNorm layers with Batch Renormalization (default: plain '

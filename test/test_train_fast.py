@@ -5,6 +5,7 @@ to ``--init`` carries that size), so that an epoch takes seconds.
 """
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -363,6 +364,24 @@ def test_init_starts_from_the_weights_and_architecture_of_a_checkpoint(
     with pytest.raises(ModelError, match='not found'):
         train(_config(dataset, tmp_path / 'bad', str(tmp_path / 'missing.pt')),
               log=lambda *_: None)
+
+
+def test_validating_less_often_leaves_the_weights_alone(dataset, small_model, tmp_path):
+    runs = {}
+    for every in (1, 2):
+        out = tmp_path / f'every{every}'
+        train(_config(dataset, out, small_model, epochs=3, folds=2, precision='fp32',
+                      validate_every=every), log=lambda *_: None)
+        with open(out / 'log.csv') as stream:
+            rows = list(csv.DictReader(stream))
+        runs[every] = load_checkpoint(str(out / 'last.pt')), rows
+    (every_epoch, rows_1), (sparse, rows_2) = runs[1], runs[2]
+    for key, value in every_epoch['state_dict'].items():  # the last epoch is validated in both
+        torch.testing.assert_close(sparse['state_dict'][key], value, rtol=0, atol=0)
+    assert [row['loss'] for row in rows_1] == [row['loss'] for row in rows_2]
+    validated = [not math.isnan(float(row['val_accuracy'])) for row in rows_2]
+    assert validated == [False, True, True]
+    assert all(not math.isnan(float(row['val_accuracy'])) for row in rows_1)
 
 
 # --- synthetic scenes -------------------------------------------------------------------------

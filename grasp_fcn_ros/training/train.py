@@ -115,6 +115,10 @@ class TrainConfig:
         0 = none. The scale, the monitored images
         and the BatchNorm recalibration use the real images only.
     :param synthetic_seed: the seed of those scenes (scene i of a seed is always the same).
+    :param validate_every: recalibrate, validate and update ``best.pt`` every this many epochs
+        and after the last one (1 = every epoch). Neither touches the weights or any random
+        stream, so the weights after each epoch do not depend on it; in between, ``last.pt``
+        (kept every epoch for ``--resume``) holds BatchNorm's running averages.
     """
 
     dataset: str
@@ -147,6 +151,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic: int = 0
     synthetic_seed: int = 1
+    validate_every: int = 1
 
 
 def grasp_loss(pred, target, weights):
@@ -478,21 +483,24 @@ def _train(config, processes, device, threads, resume, progress, log):
         totals = np.asarray(sums) / images
         images_per_second = images / train_seconds
         data_wait = waited / busy
-        if not renorm_layers and config.recalibration_images > 0:
+        checked = (epoch + 1) % max(int(config.validate_every), 1) == 0 \
+            or epoch == config.epochs - 1
+        if checked and not renorm_layers and config.recalibration_images > 0:
             recalibrate_batchnorm(model, _recalibration_batches(
                 recalibration, recalibration_sampler, device, memory_format))
         if processes.main:
-            # with its own threads: lending it those of the waiting processes made validation
-            # 5-9x slower under torchrun on a 2-core CPU
-            fit = validate(model, spread(train_set, MONITOR_IMAGES), config,
-                           device).accuracy[0.25]
-            accuracy = float('nan')
-            if val_set:
-                accuracy = validate(model, val_set, config, device).accuracy[0.25]
+            fit = accuracy = float('nan')
+            if checked:
+                # with its own threads: lending it those of the waiting processes made
+                # validation 5-9x slower under torchrun on a 2-core CPU
+                fit = validate(model, spread(train_set, MONITOR_IMAGES), config,
+                               device).accuracy[0.25]
+                if val_set:
+                    accuracy = validate(model, val_set, config, device).accuracy[0.25]
             seconds = time.perf_counter() - started
             meta = {'epoch': epoch, 'train': config_dict, 'val_accuracy': accuracy,
                     'loss': float(totals[0])}
-            if not val_set or accuracy >= best['accuracy']:
+            if checked and (not val_set or accuracy >= best['accuracy']):
                 best = {'epoch': epoch, 'accuracy': accuracy if val_set else -1.0}
                 save_checkpoint(best_path, model, dict(meta, best=best))
             state = dict(meta, best=best, optimiser=optimiser.state_dict())
@@ -506,8 +514,8 @@ def _train(config, processes, device, threads, resume, progress, log):
                     f'{images_per_second:.2f}', f'{data_wait:.3f}'])
             log(f'epoch {epoch + 1}/{config.epochs}: loss {totals[0]:.4f} '
                 f'(q {totals[1]:.4f} angle {totals[2]:.4f} width {totals[3]:.4f})'
-                + f', train acc@0.25 {100 * fit:.1f} %'
-                + (f', val acc@0.25 {100 * accuracy:.1f} %' if val_set else '')
+                + (f', train acc@0.25 {100 * fit:.1f} %' if checked else '')
+                + (f', val acc@0.25 {100 * accuracy:.1f} %' if val_set and checked else '')
                 + f', {seconds:.0f} s ({images_per_second:.2f} images/s, '
                 f'{100 * data_wait:.0f} % waiting for data)')
         distributed.barrier(processes)
