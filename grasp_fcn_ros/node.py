@@ -357,24 +357,14 @@ def validate_settings(values):
     if device not in DEVICES and not (device.startswith('cuda:') and device[5:].isdigit()):
         return (f"unknown device '{values['device']}' (expected one of "
                 f"{', '.join(DEVICES)} or cuda:N)")
-    if values['image_reliability'] not in IMAGE_RELIABILITY:
-        return (f"unknown image_reliability '{values['image_reliability']}' (expected one of "
-                f"{', '.join(IMAGE_RELIABILITY)})")
-    if values['backend'] not in BACKEND_CHOICES:
-        return (f"unknown backend '{values['backend']}' (expected one of "
-                f"{', '.join(BACKEND_CHOICES)})")
-    if values['precision'] not in PRECISION_CHOICES:
-        return (f"unknown precision '{values['precision']}' (expected one of "
-                f"{', '.join(PRECISION_CHOICES)})")
-    if values['scale_mode'] not in SCALE_MODES:
-        return (f"unknown scale_mode '{values['scale_mode']}' (expected one of "
-                f"{', '.join(SCALE_MODES)})")
-    if values['scene_depth_statistic'] not in SCENE_DEPTH_STATISTICS:
-        return (f"unknown scene_depth_statistic '{values['scene_depth_statistic']}' (expected "
-                f"one of {', '.join(SCENE_DEPTH_STATISTICS)})")
-    if values['detection_mode'] not in DETECTION_MODES:
-        return (f"unknown detection_mode '{values['detection_mode']}' (expected one of "
-                f"{', '.join(DETECTION_MODES)})")
+    for name, choices in (('image_reliability', IMAGE_RELIABILITY),
+                          ('backend', BACKEND_CHOICES), ('precision', PRECISION_CHOICES),
+                          ('scale_mode', SCALE_MODES),
+                          ('scene_depth_statistic', SCENE_DEPTH_STATISTICS),
+                          ('detection_mode', DETECTION_MODES)):
+        if values[name] not in choices:
+            return (f"unknown {name} '{values[name]}' (expected one of "
+                    f"{', '.join(choices)})")
     return validate_gripper(gripper_config(values))
 
 
