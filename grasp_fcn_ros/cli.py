@@ -100,7 +100,10 @@ def _train_config(args):
     from .training.dataset import AugmentConfig
     from .training.train import TrainConfig
 
-    augment = None if args.no_augment else AugmentConfig()
+    if args.no_augment and (args.flip or args.composite > 0):
+        raise ValueError('--flip and --composite are augmentations: drop --no-augment')
+    augment = None if args.no_augment else AugmentConfig(
+        flip=args.flip, composite=args.composite, composite_max_objects=args.composite_objects)
     camera = parse_intrinsics(args.intrinsics)
     return TrainConfig(dataset=args.dataset, output_dir=args.output, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -289,6 +292,16 @@ def _at_least_one(text):
     return value
 
 
+def _probability(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float('nan')
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got '{text}'")
+    return value
+
+
 def _add_intrinsics(parser):
     parser.add_argument('--intrinsics', default=','.join(
         f'{v:g}' for v in (CORNELL_INTRINSICS.fx, CORNELL_INTRINSICS.fy, CORNELL_INTRINSICS.cx,
@@ -368,6 +381,15 @@ def build_parser():
                    help='recalibrate BatchNorm and validate every N epochs and after the last '
                    '(the weights do not depend on it)')
     p.add_argument('--no-augment', action='store_true')
+    p.add_argument('--flip', action='store_true',
+                   help='mirror half of the training examples left-right (never up-down: the '
+                   'camera sees the table obliquely)')
+    p.add_argument('--composite', type=_probability, default=0.0, metavar='P',
+                   help='paste, into this share of the training examples, objects cut out of '
+                   'other training images (of the fold), turned and moved onto free table '
+                   'with their rectangles (default 0: none)')
+    p.add_argument('--composite-objects', type=_at_least_one, default=2, metavar='N',
+                   help='a composited example gets 1 to N pasted objects')
     p.add_argument('--batch-renorm', action='store_true',
                    help='train BatchNorm layers with Batch Renormalization (default: plain '
                    'BatchNorm, running statistics recalibrated on training images)')

@@ -220,16 +220,34 @@ def transform_grasps(grasps, matrix):
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Random crop / zoom / rotation applied to training images.
+    """Random crop / zoom / rotation applied to training images, and optionally a left-right
+    mirror and real-data compositing.
 
     :param rotation_deg: rotations drawn uniformly in +-rotation_deg degrees.
     :param zoom_min: smallest zoom (crop side factor); zoom drawn in [zoom_min, 1].
     :param shift_px: crop centre drawn within +-shift_px of the grasps' centre, source pixels.
+    :param flip: mirror half of the examples left-right (input and rectangles: angles mirror).
+        Never up-down: the camera sees the table obliquely, and an up-down mirror would put
+        the table's far edge at the bottom.
+    :param composite: probability that an example gets objects of other training images
+        pasted on its table (:mod:`~grasp_fcn_ros.training.composite`); 0 = never.
+    :param composite_max_objects: a composited example gets 1 to this many objects.
     """
 
     rotation_deg: float = 20.0
     zoom_min: float = 0.8
     shift_px: float = 40.0
+    flip: bool = False
+    composite: float = 0.0
+    composite_max_objects: int = 2
+
+    def __post_init__(self):
+        if not 0.0 <= self.composite <= 1.0:
+            raise ValueError(f'the composite probability must be in [0, 1], got '
+                             f'{self.composite}')
+        if self.composite_max_objects < 1:
+            raise ValueError('composite_max_objects must be at least 1, got '
+                             f'{self.composite_max_objects}')
 
 
 def _augmented_transforms(sample, input_size, crop_size_px, rng, augment):
@@ -274,37 +292,82 @@ def _homogeneous(affine):
     return np.vstack([affine, [0, 0, 1]])
 
 
+def augmented_input(sample, input_size, crop_size_px, rng=None, augment=None,
+                    min_depth_m=DEFAULT_MIN_DEPTH_M, max_depth_m=DEFAULT_MAX_DEPTH_M,
+                    objects=None, index=None, details=None):
+    """The filled network window of a sample and its grasps in network pixels (the input of
+    :func:`make_example` before normalisation).
+
+    The augmentation draws from ``rng`` in a fixed order: the crop's shift, zoom and rotation,
+    then (with ``augment.flip``) the mirror, then (with ``augment.composite`` and ``objects``)
+    the compositing. Each draw happens only when its option is on: without the mirror and the
+    compositing, an example is exactly what the crop, zoom and rotation alone make.
+
+    :param objects: an :class:`~grasp_fcn_ros.training.composite.ObjectLibrary` whose sample
+        ``index`` this is, for compositing; None = no compositing.
+    :param details: a dict to fill with how the example was made (for figures): ``depth_m``
+        (the source depth after compositing), ``window`` (the crop window), ``pasted`` (the
+        :class:`~grasp_fcn_ros.training.composite.Pasted` list), ``mirrored`` and
+        ``to_network`` (2x3, source to network pixels).
+    :returns: ``(filled, grasps)``: float32 (S, S) depth in metres and :class:`Grasp2D` list.
+    :raises DepthError: when the window holds no usable depth.
+    """
+    depth = sample.depth_m
+    h, w = depth.shape
+    details = {} if details is None else details
+    if augment is None or rng is None:
+        window = CropTransform.centred(w, h, crop_size_px, input_size)
+        filled = fill_window(depth, window, min_depth_m, max_depth_m)
+        details.update(depth_m=depth, window=window, pasted=[], mirrored=False,
+                       to_network=window.affine_to_network())
+        return filled, transform_grasps(sample.grasps, window.affine_to_network())
+    window, outer, rotation = _augmented_transforms(sample, input_size, crop_size_px, rng,
+                                                    augment)
+    mirror = augment.flip and rng.random() < 0.5
+    grasps, pasted = sample.grasps, []
+    if augment.composite > 0 and objects is not None and index is not None:
+        if rng.random() < augment.composite:
+            depth, grasps, pasted = objects.composite(index, depth, grasps, window, rng,
+                                                      augment.composite_max_objects)
+    to_window = rotation @ _homogeneous(window.affine_to_network())
+    outer_to_window = to_window @ np.linalg.inv(_homogeneous(outer.affine_to_network()))
+    filled = cv2.warpAffine(fill_window(depth, outer, min_depth_m, max_depth_m),
+                            outer_to_window[:2], (input_size, input_size),
+                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if mirror:
+        # the mirror of the turned window: exact on the pixels, folded into the rectangles'
+        # transform (u -> S - 1 - u)
+        filled = np.ascontiguousarray(filled[:, ::-1])
+        to_window = np.array([[-1.0, 0.0, input_size - 1.0], [0.0, 1.0, 0.0],
+                              [0.0, 0.0, 1.0]]) @ to_window
+    details.update(depth_m=depth, window=window, pasted=pasted, mirrored=bool(mirror),
+                   to_network=to_window[:2])
+    return filled, transform_grasps(grasps, to_window[:2])
+
+
 def make_example(sample, input_size, crop_size_px, max_width_px, rng=None, augment=None,
-                 min_depth_m=DEFAULT_MIN_DEPTH_M, max_depth_m=DEFAULT_MAX_DEPTH_M):
+                 min_depth_m=DEFAULT_MIN_DEPTH_M, max_depth_m=DEFAULT_MAX_DEPTH_M,
+                 objects=None, index=None):
     """Build one (input, target) pair from a loaded sample.
 
     The input goes through :func:`~grasp_fcn_ros.core.preprocess.fill_window` and
     :func:`~grasp_fcn_ros.core.preprocess.normalise_input`, the detector's own preprocessing.
     Without augmentation the window is the detector's centred crop, so the input is exactly
     what the node computes for the same frame and settings. With augmentation the window is
-    shifted (around the grasps) and zoomed, and the filled window is turned in the plane.
+    shifted (around the grasps) and zoomed, and the filled window is turned in the plane; with
+    ``augment.flip`` half of the examples are mirrored left-right; with ``augment.composite``
+    and ``objects``, objects of other samples are first pasted into the depth image, with
+    their rectangles (see :func:`augmented_input`).
 
     :param min_depth_m: nearest usable depth, metres (the detector's ``min_depth_m``).
     :param max_depth_m: farthest usable depth, metres (the detector's ``max_depth_m``).
+    :param objects: an :class:`~grasp_fcn_ros.training.composite.ObjectLibrary` whose sample
+        ``index`` this is, for compositing; None = no compositing.
     :returns: ``(x, y)``: float32 (1, S, S) normalised depth and (4, S, S) targets.
     :raises DepthError: when the window holds no usable depth.
     """
-    depth = sample.depth_m
-    h, w = depth.shape
-    if augment is None or rng is None:
-        window = CropTransform.centred(w, h, crop_size_px, input_size)
-        filled = fill_window(depth, window, min_depth_m, max_depth_m)
-        to_network = window.affine_to_network()
-    else:
-        window, outer, rotation = _augmented_transforms(sample, input_size, crop_size_px, rng,
-                                                        augment)
-        to_window = rotation @ _homogeneous(window.affine_to_network())
-        outer_to_window = to_window @ np.linalg.inv(_homogeneous(outer.affine_to_network()))
-        filled = cv2.warpAffine(fill_window(depth, outer, min_depth_m, max_depth_m),
-                                outer_to_window[:2], (input_size, input_size),
-                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        to_network = to_window[:2]
-    grasps = transform_grasps(sample.grasps, to_network)
+    filled, grasps = augmented_input(sample, input_size, crop_size_px, rng, augment,
+                                     min_depth_m, max_depth_m, objects, index)
     x = normalise_input(filled)[None]
     y = ground_truth_maps(grasps, input_size, max_width_px)
     return x, y
@@ -342,10 +405,15 @@ class GraspDataset(torch.utils.data.Dataset):
     :param samples: loaded :class:`CornellSample` list.
     :param augment: :class:`AugmentConfig`, or None for the detector's centred crop.
     :param seed: the run's seed.
+    :param objects: for ``augment.composite``: an
+        :class:`~grasp_fcn_ros.training.composite.ObjectLibrary` of the first ``len(objects)``
+        samples (the real training images; samples after them, e.g. synthetic scenes, are
+        neither composited nor donors); None = no compositing.
     """
 
     def __init__(self, samples, input_size, crop_size_px, max_width_px, augment=None, seed=0,
-                 min_depth_m=DEFAULT_MIN_DEPTH_M, max_depth_m=DEFAULT_MAX_DEPTH_M):
+                 min_depth_m=DEFAULT_MIN_DEPTH_M, max_depth_m=DEFAULT_MAX_DEPTH_M,
+                 objects=None):
         # a sequence that renders on demand (synthetic scenes) stays one
         self.samples = samples if hasattr(samples, '__getitem__') else list(samples)
         self.input_size = input_size
@@ -355,6 +423,7 @@ class GraspDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.min_depth_m = min_depth_m
         self.max_depth_m = max_depth_m
+        self.objects = objects
 
     def __len__(self):
         return len(self.samples)
@@ -364,9 +433,12 @@ class GraspDataset(torch.utils.data.Dataset):
         rng = None
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, int(epoch), int(index)])
+        index = int(index)
+        objects = self.objects if self.objects is not None and index < len(self.objects) \
+            else None
         x, y = make_example(self.samples[index], self.input_size, self.crop_size_px,
                             self.max_width_px, rng, self.augment, self.min_depth_m,
-                            self.max_depth_m)
+                            self.max_depth_m, objects, index)
         return torch.from_numpy(x), torch.from_numpy(y)
 
 

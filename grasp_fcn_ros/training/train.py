@@ -33,6 +33,7 @@ from ..core.model import (
 from ..core.preprocess import DEFAULT_MAX_DEPTH_M, DEFAULT_MIN_DEPTH_M
 from ..core.scale import metres_per_pixel
 from . import distributed
+from .composite import ObjectLibrary
 from .dataset import (
     AugmentConfig,
     EpochBatchSampler,
@@ -108,7 +109,11 @@ class TrainConfig:
         replace the running ones before each evaluation and checkpoint; 0 = keep the running
         averages.
     :param renorm_warmup_steps: optimiser steps over which the renormalisation limits relax.
-    :param augment: random crop / zoom / rotation settings, or None.
+    :param augment: random crop / zoom / rotation settings (and the left-right mirror and
+        the real-data compositing: ``flip``, ``composite``, ``composite_max_objects``), or
+        None. Compositing pastes objects of the run's own training images (within a fold,
+        that fold's) into each other; the segmentation of the training images runs once
+        before the first epoch.
     :param synthetic: synthetic scenes (:mod:`~grasp_fcn_ros.synthetic`, Cornell's camera and
         table view) rendered on the fly, in the data loader's workers (at least two unless
         ``workers`` is set), and mixed into every epoch with the dataset's training images;
@@ -298,6 +303,23 @@ def _model_config(config, train_set):
     return replace(base, metres_per_pixel=training_scale(train_set, config, base.input_size))
 
 
+def _object_library(config, train_set, log):
+    """The segmented objects of the training images when the run composites, else None."""
+    augment = config.augment
+    if augment is None or augment.composite <= 0:
+        return None
+    fx, fy, cx, cy = (float(v) for v in config.intrinsics)
+    objects = ObjectLibrary(train_set, CameraIntrinsics(fx, fy, cx, cy), config.min_depth_m,
+                            config.max_depth_m)
+    started = time.perf_counter()
+    donors = objects.prepare()
+    log(f'compositing: {100 * augment.composite:g} % of the training images get 1 to '
+        f'{augment.composite_max_objects} objects of the {donors} training images whose object '
+        f'stands out of the table (of {len(train_set)}; segmented in '
+        f'{time.perf_counter() - started:.1f} s)')
+    return objects
+
+
 def _initial_weights(model, path):
     try:
         model.load_state_dict(load_checkpoint(path)['state_dict'])
@@ -437,7 +459,9 @@ def _train(config, processes, device, threads, resume, progress, log):
                                                              config.synthetic))
         log(f'with {config.synthetic} synthetic scenes (seed {config.synthetic_seed}) rendered '
             f'on the fly: {len(examples)} training examples per epoch')
-    dataset = GraspDataset(examples, *dataset_args, config.augment, config.seed, **depth_range)
+    objects = _object_library(config, train_set, log)
+    dataset = GraspDataset(examples, *dataset_args, config.augment, config.seed, **depth_range,
+                           objects=objects)
     sampler = EpochBatchSampler(len(examples), local_batch, config.seed, **rank_args)
     loader = _loader(dataset, sampler, workers, device)
     recalibration = GraspDataset(spread(train_set, config.recalibration_images),
