@@ -465,9 +465,11 @@ def build_parser():
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser('export', help='export the network for a faster runtime')
-    p.add_argument('--format', choices=('onnx', 'openvino'), default='onnx')
+    p.add_argument('--format', choices=('onnx', 'openvino', 'checkpoint'), default='onnx',
+                   help='checkpoint: our own format without the optimiser state, to ship')
     p.add_argument('--precision', choices=('fp32', 'fp16', 'int8'), default='fp32',
-                   help='openvino only: fp16 weights, or int8 quantised with NNCF')
+                   help='openvino: fp16 weights, or int8 quantised with NNCF; checkpoint: fp16 '
+                   'weights (half the file)')
     p.add_argument('--calibration', default=None,
                    help='int8: folder of depth frames (default: the bundled demo frames)')
     p.add_argument('--depth-scale', type=float, default=0.001,

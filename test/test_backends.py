@@ -190,6 +190,31 @@ def test_cli_export(random_model_path, tmp_path, capsys):
     assert out.is_file() and str(out) in capsys.readouterr().out
 
 
+def test_a_checkpoint_exported_in_fp16_is_half_the_file_and_loads_into_fp32(
+        bn_model_path, tmp_path, capsys):
+    from grasp_fcn_ros.cli import main
+
+    out = tmp_path / 'shipped.pt'
+    assert main(['export', '--model', bn_model_path, '--format', 'checkpoint',
+                 '--precision', 'fp16', '--output', str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    assert os.path.getsize(out) < 0.55 * os.path.getsize(bn_model_path)
+    stored = torch.load(out, weights_only=True)
+    assert stored['meta']['stored_precision'] == 'fp16' and 'optimiser' not in stored['meta']
+    source, _ = load_model(bn_model_path)
+    shipped, _ = load_model(str(out))
+    reference = source.state_dict()
+    for key, value in shipped.state_dict().items():
+        assert value.dtype == reference[key].dtype  # fp32 network, integer counters kept
+        expected = reference[key].half().to(value.dtype) if value.is_floating_point() \
+            else reference[key]
+        torch.testing.assert_close(value, expected, rtol=0, atol=0)
+    with pytest.raises(ModelError, match='overwrite'):
+        export.export_model(str(out), 'checkpoint', str(out), 'fp16')
+    with pytest.raises(ModelError, match='checkpoint: fp32, fp16'):
+        export.export_model(bn_model_path, 'checkpoint', str(tmp_path / 'x.pt'), 'int8')
+
+
 def test_exports_are_cached_by_weights(random_model_path, bn_model_path, tmp_path,
                                        monkeypatch):
     pytest.importorskip('onnxruntime')

@@ -35,10 +35,10 @@ import torch
 from torch import nn
 
 from .devices import check_options, resolve_device
-from .model import load_model, ModelError
+from .model import load_model, ModelError, save_checkpoint
 
 #: Formats :func:`export_model` writes.
-FORMATS = ('onnx', 'openvino')
+FORMATS = ('onnx', 'openvino', 'checkpoint')
 #: ONNX opset of the export (torch 2.13's TorchScript exporter, ``dynamo=False``).
 ONNX_OPSET = 17
 INPUT_NAME = 'depth'
@@ -279,10 +279,13 @@ def export_model(model_path, fmt='onnx', output=None, precision='fp32', calibrat
     """Export a checkpoint for a faster runtime (``grasp-fcn export``).
 
     :param model_path: checkpoint file.
-    :param fmt: ``onnx`` or ``openvino`` (IR ``.xml`` + ``.bin``).
-    :param output: file to write (default: beside the checkpoint, ``.onnx`` or ``.xml``).
+    :param fmt: ``onnx``, ``openvino`` (IR ``.xml`` + ``.bin``) or ``checkpoint`` (our own
+        format again, without the optimiser state: the file to ship).
+    :param output: file to write (default: beside the checkpoint, ``.onnx``, ``.xml`` or
+        ``_fp16.pt``).
     :param precision: ``fp32``; for OpenVINO also ``fp16`` (weights stored in fp16) or ``int8``
-        (quantised, see :mod:`~grasp_fcn_ros.core.quantize`).
+        (quantised, see :mod:`~grasp_fcn_ros.core.quantize`); for a checkpoint ``fp16``
+        (weights stored in fp16, loaded into the fp32 network).
     :param calibration: for ``int8``: a folder of depth frames, or depth images (metres).
     :param depth_scale: metres per unit of integer depth files in a calibration folder.
     :returns: the path written.
@@ -291,11 +294,21 @@ def export_model(model_path, fmt='onnx', output=None, precision='fp32', calibrat
     """
     if fmt not in FORMATS:
         raise ModelError(f"unknown export format '{fmt}' (expected one of {', '.join(FORMATS)})")
-    if precision not in EXPORT_PRECISIONS or (fmt == 'onnx' and precision != 'fp32'):
+    if precision not in EXPORT_PRECISIONS or (fmt == 'onnx' and precision != 'fp32') or (
+            fmt == 'checkpoint' and precision == 'int8'):
         raise ModelError(f"cannot export format '{fmt}' in precision '{precision}' (ONNX: "
-                         "fp32; OpenVINO: fp32, fp16, int8)")
-    model, _ = load_model(model_path)
+                         "fp32; OpenVINO: fp32, fp16, int8; checkpoint: fp32, fp16)")
+    model, meta = load_model(model_path)
     stem = os.path.splitext(model_path)[0]
+    if fmt == 'checkpoint':
+        path = output or f'{stem}_{precision}.pt'
+        if os.path.abspath(path) == os.path.abspath(model_path):
+            raise ModelError(f'the exported checkpoint would overwrite its source {path}')
+        meta.pop('optimiser', None)
+        meta.pop('scaler', None)
+        save_checkpoint(path, model, dict(meta, stored_precision=precision),
+                        half=precision == 'fp16')
+        return path
     if fmt == 'onnx':
         return export_onnx(model, output or stem + '.onnx')
     xml_path = output or stem + ('.xml' if precision == 'fp32' else f'_{precision}.xml')

@@ -146,18 +146,23 @@ def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def save_checkpoint(path, model, extra=None):
+def save_checkpoint(path, model, extra=None, half=False):
     """Write a checkpoint: the state_dict, the architecture config and optional metadata.
 
     :param path: file to write (the folder is created).
     :param model: a :class:`GraspFCN`.
     :param extra: JSON-like metadata (epoch, metrics, training config), kept as plain types.
+    :param half: store the floating-point tensors in fp16: half the file, for shipping a
+        model (loading casts them back into the fp32 network; integer buffers stay as they
+        are). Training checkpoints stay fp32.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     payload = {'format': CHECKPOINT_FORMAT, 'config': model.config.to_dict(),
-               'state_dict': {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               'meta': extra or {}}
+               'state_dict': state, 'meta': extra or {}}
     tmp = f'{path}.tmp'
     torch.save(payload, tmp)
     os.replace(tmp, path)
