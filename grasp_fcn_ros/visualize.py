@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from .core.grasp import angle_difference, grasp_matches, polygon_iou
+from .figure_canvas import agg_figure, save_png
 from .training.evaluate import MAX_ANGLE_RAD
 
 #: Quality below which the angle map is masked (shown grey): the angle means nothing there.
@@ -26,25 +27,6 @@ REJECTED_COLOUR = '#9e9e9e'
 FIGURE_JACCARD = 0.25
 #: Source pixels shown around the rectangles of an evaluation figure.
 EVAL_MARGIN_PX = 60
-#: Figure resolution, dots per inch.
-DPI = 100
-
-
-def _figure(width_in, height_in):
-    """A matplotlib Figure on its own Agg canvas (no pyplot, no global backend change)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width_in, height_in), dpi=DPI, layout='constrained')
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure, path):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    figure.savefig(path, dpi=DPI)
-    return path
 
 
 def _label_axes(ax):
@@ -133,7 +115,7 @@ def save_detection_figure(path, depth_m, detection, color=None, title=''):
     extent = _source_extent(transform)
     maps = detection.maps
     grasps = list(detection.grasps_2d)
-    figure = _figure(12, 10)
+    figure = agg_figure(12, 10)
     axes = figure.subplots(2, 2)
 
     ax = axes[0, 0]
@@ -197,7 +179,7 @@ def save_detection_figure(path, depth_m, detection, color=None, title=''):
     timings = getattr(detection, 'timings_ms', None) or {}
     caption = ', '.join(f'{name} {ms:.1f} ms' for name, ms in timings.items())
     figure.suptitle(f'{title}\n{caption}' if title and caption else (title or caption))
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def _rounded(values, digits=6):
@@ -257,7 +239,7 @@ def _evaluation_figure(path, sample, image_result, correct, jaccard, max_angle_r
     color = sample.load_color()
     truths = sample.grasps or []
     prediction = image_result.predictions[0] if image_result.predictions else None
-    figure = _figure(7.0, 6.0)
+    figure = agg_figure(7.0, 6.0)
     ax = figure.subplots()
     _background(ax, depth_m, color)
     for truth in truths:
@@ -284,7 +266,7 @@ def _evaluation_figure(path, sample, image_result, correct, jaccard, max_angle_r
                  f'< {np.degrees(max_angle_rad):.0f} deg)\n'
                  f'{len(truths)} ground-truth rectangles (blue); {detail}', fontsize=10)
     _label_axes(ax)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def save_evaluation_figures(folder, samples, result, limit=12, jaccard=FIGURE_JACCARD,
@@ -328,7 +310,7 @@ def save_evaluation_figures(folder, samples, result, limit=12, jaccard=FIGURE_JA
 def save_scale_plot(path, rows):
     """Top-1 accuracy at Jaccard 0.25 against apparent camera distance, one line per scale
     mode, from :func:`~grasp_fcn_ros.training.evaluate.scale_study` rows."""
-    figure = _figure(6, 3.6)
+    figure = agg_figure(6, 3.6)
     ax = figure.add_subplot()
     labels = {'pixels': 'fixed pixel crop', 'metric': 'metric crop'}
     for mode, style in (('pixels', 'o--'), ('metric', 's-')):
@@ -341,4 +323,4 @@ def save_scale_plot(path, rows):
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(figure, path)
+    return save_png(figure, path)

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from ..core.geometry import CORNELL_INTRINSICS
+from ..figure_canvas import agg_figure, save_png
 from ..training.dataset import find_samples
 from .generator import SceneConfig
 from .samples import render_sample
@@ -80,33 +81,10 @@ def _summary(geometry, stats, height_of):
     return out
 
 
-def _figure(width_in, height_in):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width_in, height_in), dpi=100, layout='constrained')
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure, path, colours=0):
-    """Write a figure as PNG; with ``colours``, quantised to that many (a small file)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if not colours:
-        figure.savefig(path, dpi=100)
-        return path
-    from PIL import Image
-
-    figure.canvas.draw()
-    image = Image.fromarray(np.asarray(figure.canvas.buffer_rgba())[..., :3])
-    image.quantize(colours, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
-    return path
-
-
 def stats_figure(path, real, table, bin_view):
     """The real-against-synthetic statistics: ``real``, ``table`` and ``bin_view`` are
     ``(geometry, stats)`` pairs."""
-    figure = _figure(13, 7)
+    figure = agg_figure(13, 7)
     axes = figure.subplots(2, 3)
     sets = (('Cornell (80 real)', real, REAL_COLOUR), ('synthetic, table view', table,
                                                       SYNTH_COLOUR),
@@ -173,7 +151,7 @@ def stats_figure(path, real, table, bin_view):
     ax.set_ylabel('frames')
     ax.set_title('holes (synthetic: half the frames filled)')
     ax.legend(fontsize=8)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def _crop(sample):
@@ -216,7 +194,7 @@ def scenes_figure(path, real_samples, table_samples, bin_samples):
     of Cornell colour and depth, synthetic table views (depth, then their shaded colour) and
     synthetic bin views. Kinect-size frames are shown in the network's centred window."""
     columns = 4
-    figure = _figure(12, 14.5)
+    figure = agg_figure(12, 14.5)
     axes = figure.subplots(5, columns)
     for k in range(columns):
         s = real_samples[k]
@@ -232,7 +210,7 @@ def scenes_figure(path, real_samples, table_samples, bin_samples):
         i = b.intrinsics
         _panel(axes[4, k], b.load_color(), b.grasps,
                f'synthetic bin {i.width}x{i.height}: {_kinds(b)}', _crop(b))
-    return _save(figure, path, colours=256)
+    return save_png(figure, path, colours=256)
 
 
 def bench(count, config, seed=1000):

@@ -16,6 +16,7 @@ import numpy as np
 from ..core.geometry import CORNELL_INTRINSICS
 from ..core.model import ModelConfig
 from ..core.preprocess import DEFAULT_MAX_DEPTH_M, DEFAULT_MIN_DEPTH_M, normalise_input
+from ..figure_canvas import agg_figure, save_png
 from .composite import ObjectLibrary
 from .dataset import AugmentConfig, augmented_input, find_samples
 
@@ -23,26 +24,6 @@ OWN_COLOUR = '#2979ff'
 PASTED_COLOUR = '#ff6d00'
 #: Heights shown, metres.
 HEIGHT_RANGE_M = (-0.02, 0.08)
-
-
-def _figure(width_in, height_in):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width_in, height_in), dpi=100, layout='constrained')
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure, path, colours=128):
-    """Write a figure as PNG quantised to ``colours`` colours (a small file)."""
-    from PIL import Image
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.canvas.draw()
-    image = Image.fromarray(np.asarray(figure.canvas.buffer_rgba())[..., :3])
-    image.quantize(colours, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
-    return path
 
 
 def _rectangle(ax, grasp, colour):
@@ -106,7 +87,7 @@ def composite_examples(samples, objects, count=5, seed=0, input_size=None, crop_
 
 def composite_figure(path, samples, objects, examples):
     """Draw :func:`composite_examples` (one row each) into a PNG at ``path``."""
-    figure = _figure(8.4, 2.75 * len(examples))
+    figure = agg_figure(8.4, 2.75 * len(examples))
     axes = figure.subplots(len(examples), 3, squeeze=False)
     for row, example in zip(axes, examples):
         index, details = example['index'], example['details']
@@ -142,7 +123,7 @@ def composite_figure(path, samples, objects, examples):
         ax.set_title('height above the fitted table, source window', fontsize=8)
         ax.tick_params(labelsize=6)
         figure.colorbar(shown, ax=ax, shrink=0.8, label='m').ax.tick_params(labelsize=6)
-    return _save(figure, path)
+    return save_png(figure, path, colours=128)
 
 
 def main(argv=None):
