@@ -21,22 +21,6 @@ client = client_fixture(DOMAIN_ID, 'grasp_fcn_qos_test')
 #: transport loss).
 FRAMES = 40
 RATE_HZ = 5.0
-#: Most frames of the first seconds, while the camera and the node discover each other and the
-#: node matches its subscription to the camera's QoS (checked every second), that may be lost;
-#: after that, none may be.
-SETTLING = 20
-
-
-def unbroken_tail(answered, first, count):
-    """The answered stamps (seconds) of the run of frames without a gap that ends with the
-    camera's last frame."""
-    tail, expected = [], first + count - 1
-    for sec in sorted(answered, reverse=True):
-        if sec != expected:
-            break
-        tail.append(sec)
-        expected -= 1
-    return tail[::-1]
 WAIT_S = 90.0
 
 
