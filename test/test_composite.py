@@ -362,7 +362,7 @@ def test_the_options_are_checked():
         AugmentConfig(composite=1.5)
     with pytest.raises(ValueError, match='at least 1'):
         AugmentConfig(composite_max_objects=0)
-    assert composite.RECTANGLE_MIDDLE == dataset.GT_CENTRE_FRACTION
+    assert composite.GT_CENTRE_FRACTION is dataset.GT_CENTRE_FRACTION  # one definition
 
 
 # --- the command line ----------------------------------------------------------------------

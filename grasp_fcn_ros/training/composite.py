@@ -20,7 +20,7 @@ below the surface times the cosine-like factor ``-n . ray`` of the fitted plane,
 plane and approximate for the curved surface that Cornell's depth files show (see
 :func:`fit_table_surface`).
 
-numpy and OpenCV only.
+The computations are numpy and OpenCV.
 """
 
 from dataclasses import dataclass, replace
@@ -30,6 +30,7 @@ import numpy as np
 
 from ..core.depth import invalid_mask
 from ..core.grasp import Grasp2D
+from .dataset import GT_CENTRE_FRACTION
 
 #: Pixels standing more than this above the table belong to objects, metres.
 OBJECT_HEIGHT_M = 0.006
@@ -46,9 +47,6 @@ MAX_OBJECT_SHARE = 0.25
 #: A rectangle goes with the cut-out object when the object covers this share of the middle
 #: third of its opening (where the training target marks it).
 RECTANGLE_ON_OBJECT = 0.5
-#: The middle share of a rectangle's opening that the training target marks (the dataset's
-#: ``GT_CENTRE_FRACTION``).
-RECTANGLE_MIDDLE = 1.0 / 3.0
 #: Placements tried per pasted object, and donors drawn per object before giving up.
 PLACEMENT_TRIES = 8
 DONOR_TRIES = 4
@@ -357,7 +355,7 @@ def _cut_out(heights, above, grasps):
     kept = []
     for grasp, polygon in zip(grasps, polygons):
         middle = _rectangles_mask((h, w), [grasp.polygon(width_px=grasp.width_px
-                                                         * RECTANGLE_MIDDLE)])
+                                                         * GT_CENTRE_FRACTION)])
         if middle.any() and (mask & middle).sum() >= RECTANGLE_ON_OBJECT * middle.sum():
             kept.append(polygon)
     if not kept:
