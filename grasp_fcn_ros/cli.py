@@ -23,6 +23,15 @@ def _backend(args, backend=None, precision=None, log=True):
     result = create_backend(args.model, backend, args.device, precision, **options)
     if log:
         print(f'runtime: {result.choice.describe()}', file=sys.stderr)
+    extra = getattr(args, 'ensemble', None) or []
+    if extra or getattr(args, 'mirror', False):
+        from .core.ensemble import AveragedBackend
+
+        members = [result] + [create_backend(path, backend, args.device, precision, **options)
+                              for path in extra]
+        result = AveragedBackend(members, mirror=args.mirror)
+        if log:
+            print(f'test-time averaging: {result.describe()}', file=sys.stderr)
     return result
 
 
@@ -44,6 +53,12 @@ def _add_model_args(parser, backend=True):
         parser.add_argument('--precision', default='auto', choices=PRECISION_CHOICES,
                             help='network precision (auto: the fastest this machine runs '
                             'natively among those verified for accuracy)')
+        parser.add_argument('--ensemble', nargs='+', default=[], metavar='CHECKPOINT',
+                            help="more checkpoints whose maps are averaged with --model's "
+                            '(one network pass each per frame)')
+        parser.add_argument('--mirror', action='store_true',
+                            help='also run the network on the left-right mirrored input and '
+                            'average the maps (twice the network time)')
         parser.add_argument('--calibration', default=None,
                             help='folder of depth frames that calibrate int8 quantisation '
                             '(default: the bundled demo frames)')

@@ -1,0 +1,92 @@
+"""Averaged inference: several networks, and the left-right mirrored view, as one backend.
+
+Each member backend runs on the input; with ``mirror`` each also runs on the input mirrored
+left to right, and its maps are mirrored back. A mirrored image shows each grasp of angle phi
+at pi - phi: cos 2phi is unchanged and sin 2phi changes sign, so the mirrored output's sin 2phi
+map is negated before averaging. The raw outputs (Q, cos 2phi, sin 2phi, width) are then
+averaged, the way the angle's two components are best averaged (as a vector, not as angles).
+
+The cost is one network pass per member and view: two members with ``mirror`` run the network
+four times per frame.
+"""
+
+import numpy as np
+
+from .model import ModelError
+
+#: Output channel of sin 2phi (see :attr:`~.model.GraspFCN.OUTPUTS`).
+SIN_CHANNEL = 2
+
+
+def mirror_output(output):
+    """The maps of a mirrored input, brought back to the unmirrored image.
+
+    :param output: float32 (N, 4, S, S) network output of a left-right mirrored input.
+    :returns: float32 (N, 4, S, S): mirrored back, sin 2phi negated.
+    """
+    back = np.array(output[..., ::-1], dtype=np.float32)
+    back[:, SIN_CHANNEL] *= -1.0
+    return back
+
+
+class AveragedBackend:
+    """Averages the outputs of member backends and, optionally, of the mirrored view.
+
+    :param members: backends (see :mod:`~grasp_fcn_ros.core.backends`) of models with the
+        same input size, width scale and metric scale.
+    :param mirror: also run each member on the left-right mirrored input.
+    :raises ModelError: without members, or when the members' models disagree on input size,
+        width scale or metric scale.
+    """
+
+    name = 'averaged'
+
+    def __init__(self, members, mirror=False):
+        members = list(members)
+        if not members:
+            raise ModelError('an averaged backend needs at least one model')
+        first = members[0].config
+        for member in members[1:]:
+            c = member.config
+            if (c.input_size, c.max_width_px, c.metres_per_pixel) != (
+                    first.input_size, first.max_width_px, first.metres_per_pixel):
+                raise ModelError(
+                    'models averaged together must share input size, max width and scale: '
+                    f'{first.input_size} px / {first.max_width_px} px / '
+                    f'{first.metres_per_pixel} m per px against {c.input_size} / '
+                    f'{c.max_width_px} / {c.metres_per_pixel}')
+        self.members = members
+        self.mirror = bool(mirror)
+        self.config = first
+        self.meta = dict(members[0].meta)
+        self.device = members[0].device
+        self.precision = getattr(members[0], 'precision', 'fp32')
+        self.choice = getattr(members[0], 'choice', None)
+
+    @property
+    def passes(self):
+        """Network passes per frame."""
+        return len(self.members) * (2 if self.mirror else 1)
+
+    def describe(self):
+        """One line: what is averaged."""
+        views = ' and its mirror image' if self.mirror else ''
+        return f'mean of {len(self.members)} model(s) on the input{views}: {self.passes} passes'
+
+    def predict(self, batch):
+        """:param batch: float32 (N, 1, S, S). :returns: float32 (N, 4, S, S) mean maps."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        total = None
+        mirrored = np.ascontiguousarray(batch[..., ::-1]) if self.mirror else None
+        for member in self.members:
+            outputs = [member.predict(batch)]
+            if self.mirror:
+                outputs.append(mirror_output(member.predict(mirrored)))
+            for output in outputs:
+                total = output.astype(np.float64) if total is None else total + output
+        return (total / self.passes).astype(np.float32)
+
+    def warmup(self, runs=2):
+        for member in self.members:
+            if hasattr(member, 'warmup'):
+                member.warmup(runs)
