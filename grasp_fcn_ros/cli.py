@@ -84,6 +84,9 @@ def _add_model_args(parser, backend=True):
                         help='extra opening on each side for the check, m')
     parser.add_argument('--q-threshold', type=float, default=0.2)
     parser.add_argument('--max-grasps', type=int, default=5)
+    parser.add_argument('--width-given-quality', action='store_true',
+                        help='read the width map as width / Q (the node parameter '
+                        'width_given_quality; default: the raw width map)')
 
 
 def cmd_detect(args):

@@ -10,7 +10,8 @@ def progress_bar():
 
 def detector_config(args):
     """The core :class:`~grasp_fcn_ros.core.detector.DetectorConfig` of the detector options
-    (``--crop-size``, ``--q-threshold``, ``--max-grasps``, ``--scale-mode``, ``--scene-depth``
+    (``--crop-size``, ``--q-threshold``, ``--max-grasps``, ``--width-given-quality``,
+    ``--scale-mode``, ``--scene-depth``
     and the jaw check's ``--no-jaw-check``, ``--finger-width``, ``--jaw-depth``,
     ``--jaw-clearance``, ``--jaw-margin``).
     """
@@ -18,7 +19,8 @@ def detector_config(args):
     from .core.jaws import JawConfig
     from .core.postprocess import PostprocessConfig
 
-    post = PostprocessConfig(q_threshold=args.q_threshold, max_grasps=args.max_grasps)
+    post = PostprocessConfig(q_threshold=args.q_threshold, max_grasps=args.max_grasps,
+                             width_given_quality=getattr(args, 'width_given_quality', False))
     jaws = JawConfig(enabled=not getattr(args, 'no_jaw_check', False),
                      finger_width_m=getattr(args, 'finger_width', JawConfig.finger_width_m),
                      jaw_depth_m=getattr(args, 'jaw_depth', JawConfig.jaw_depth_m),

@@ -26,14 +26,14 @@ class MapBackend:
 
 
 def _oracle_for(grasp_net, sigma_px=6.0):
-    """Maps of one grasp: a Gaussian Q blob at its centre, its angle everywhere and its width
-    times Q, as a network trained on zero-outside-grasps width targets outputs."""
+    """Maps of one grasp: a Gaussian Q blob at its centre, its angle and its width everywhere
+    (the detector reads the raw width map by default)."""
     rows, cols = np.mgrid[0:400, 0:400]
     out = np.zeros((4, 400, 400), np.float32)
     out[0] = np.exp(-((cols - grasp_net.u) ** 2 + (rows - grasp_net.v) ** 2) / (2 * sigma_px ** 2))
     out[1] = np.cos(2 * grasp_net.angle)
     out[2] = np.sin(2 * grasp_net.angle)
-    out[3] = out[0] * grasp_net.width_px / 150.0
+    out[3] = grasp_net.width_px / 150.0
     return MapBackend(out)
 
 

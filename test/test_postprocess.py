@@ -74,13 +74,14 @@ def test_width_given_quality_recovers_the_width_of_an_uncertain_grasp():
     out[3, 10:30, 10:30] = 0.25 * 0.4
     out[0, 2, 2] = 0.01
     out[3, 2, 2] = 0.3  # below the floor: divided by 0.05, clipped to the 1.0 maximum
-    config = PostprocessConfig(q_sigma_px=0, angle_sigma_px=0, width_sigma_px=0)
+    config = PostprocessConfig(q_sigma_px=0, angle_sigma_px=0, width_sigma_px=0,
+                               width_given_quality=True)
     maps = maps_from_output(out, max_width_px=150.0, config=config)
     np.testing.assert_allclose(maps.width_px[10:30, 10:30], 60.0, rtol=1e-5)
     assert maps.width_px[2, 2] == pytest.approx(150.0)
     assert maps.width_px[35, 35] == 0.0
     raw = maps_from_output(out, 150.0, PostprocessConfig(
-        q_sigma_px=0, angle_sigma_px=0, width_sigma_px=0, width_given_quality=False))
+        q_sigma_px=0, angle_sigma_px=0, width_sigma_px=0))  # the default: the raw width map
     np.testing.assert_allclose(raw.width_px[10:30, 10:30], 15.0, rtol=1e-5)
 
 
