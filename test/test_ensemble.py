@@ -15,6 +15,7 @@ from scenes import INTRINSICS
 class ConstantBackend:
     """Returns the same maps for any input."""
 
+    name = 'constant'
     device = 'cpu'
     meta = {}
 
@@ -31,6 +32,7 @@ class BarOracle:
     (nearer than the mean) and puts a Q blob at its centroid with the grasp across its long
     axis (from the second moments), so a mirrored input gives the mirrored maps."""
 
+    name = 'bar oracle'
     device = 'cpu'
     meta = {}
     config = ModelConfig()

@@ -171,3 +171,24 @@ def test_a_metric_crop_larger_than_the_image_is_clamped_with_a_warning(detector,
     assert served
     assert logger.count('the metric crop of 669 px does not fit; clamped to 480 px') == 1, (
         logger.lines)
+
+
+def test_test_time_mirror_reloads_the_model_with_the_mirrored_view(detector, client):
+    node = detector.node
+    plain = node._backend
+    result = node.set_parameters([Parameter('test_time_mirror', value=True)])[0]
+    assert result.successful, result.reason
+    try:
+        assert client.wait_for(lambda: node._backend is not plain
+                               and getattr(node._backend, 'mirror', False), WAIT_S)
+        mirrored = node._backend
+        assert 'mirrored view' in mirrored.name
+        x = np.random.default_rng(0).normal(0.0, 0.05, (1, 1, 400, 400)).astype(np.float32)
+        reference = create_backend(node._values['model_path'], 'torch', 'cpu', 'fp32')
+        once = reference.predict(x)
+        back = reference.predict(np.ascontiguousarray(x[..., ::-1]))[..., ::-1].copy()
+        back[:, 2] *= -1.0  # sin 2phi of the mirror image
+        np.testing.assert_allclose(mirrored.predict(x), (once + back) / 2, atol=1e-4)
+    finally:
+        assert node.set_parameters([Parameter('test_time_mirror', value=False)])[0].successful
+        assert client.wait_for(lambda: not getattr(node._backend, 'mirror', False), WAIT_S)

@@ -39,8 +39,6 @@ class AveragedBackend:
         width scale or metric scale.
     """
 
-    name = 'averaged'
-
     def __init__(self, members, mirror=False):
         members = list(members)
         if not members:
@@ -58,10 +56,17 @@ class AveragedBackend:
         self.members = members
         self.mirror = bool(mirror)
         self.config = first
-        self.meta = dict(members[0].meta)
-        self.device = members[0].device
-        self.precision = getattr(members[0], 'precision', 'fp32')
-        self.choice = getattr(members[0], 'choice', None)
+        lead = members[0]
+        self.meta = dict(getattr(lead, 'meta', None) or {})
+        self.device = lead.device
+        self.precision = getattr(lead, 'precision', 'fp32')
+        # what built the first member (runtime choice, export time, cache) describes them all
+        for name in ('choice', 'prepare_s', 'cached'):
+            if hasattr(lead, name):
+                setattr(self, name, getattr(lead, name))
+        views = ' + mirrored view' if self.mirror else ''
+        models = f' x {len(members)} models' if len(members) > 1 else ''
+        self.name = f'{lead.name}{models}{views}'
 
     @property
     def passes(self):
