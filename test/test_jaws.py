@@ -98,6 +98,42 @@ def test_flat_object_on_a_slanted_table_is_kept():
     assert np.degrees(np.arccos(abs(plane.normal[2]))) == pytest.approx(45.0, abs=1.0)
 
 
+def render_bowl(box, curvature_per_m=0.2):
+    """Depth (metres) of a table bent like a Kinect frame's (``z = TABLE_M + c (x^2 + y^2)``:
+    3 cm deeper at the frame's sides than at its centre) with one box
+    ``(x_m, y_m, size_x_m, size_y_m, height_m)`` on it, seen straight down by CAMERA."""
+    rows, cols = np.mgrid[0:480, 0:640].astype(np.float64)
+    rx, ry = (cols - CAMERA.cx) / CAMERA.fx, (rows - CAMERA.cy) / CAMERA.fy
+    table = np.full(rows.shape, TABLE_M)
+    for _ in range(3):  # the ray's intersection with the bent table, by fixed-point iteration
+        table = TABLE_M + curvature_per_m * ((rx * table) ** 2 + (ry * table) ** 2)
+    x, y, sx, sy, height = box
+    inside = (np.abs(rx * table - x) <= sx / 2) & (np.abs(ry * table - y) <= sy / 2)
+    return np.where(inside, table - height, table).astype(np.float32)
+
+
+@pytest.mark.parametrize('x_m', [0.0, 0.15])
+def test_flat_object_on_a_bent_table_is_kept_by_the_local_support(x_m):
+    # one plane fitted to the whole bent table lies millimetres off it near the object, as much
+    # as the object's 5 mm height: the frame's plane alone refuses the grasp, the table refitted
+    # around it keeps it
+    depth = render_bowl((x_m, 0.0, 0.03, 0.03, 0.005))
+    top = TABLE_M + 0.2 * x_m ** 2 - 0.005
+    for angle in (0.0, 90.0):
+        grasp = grasp_at(x_m, 0.0, top, angle, 0.05)
+        pose = project_grasp(grasp, depth, CAMERA, 2, 0.1, 5.0)
+        plane = fit_support_plane(depth, CAMERA, 0.1, 5.0)
+        assert not jaws_clear(pose, depth, CAMERA, JAWS, 0.1, 5.0, plane, local=False)[0]
+        assert jaws_clear(pose, depth, CAMERA, JAWS, 0.1, 5.0, plane)[0], angle
+
+
+def test_box_on_a_bent_table_is_still_refused_across_its_face():
+    depth = render_bowl((0.15, 0.0, 0.08, 0.03, 0.04))
+    top = TABLE_M + 0.2 * 0.15 ** 2 - 0.04
+    assert not clear(depth, grasp_at(0.15, 0.0, top, 0.0, 0.05))[0]  # the jaws land on it
+    assert clear(depth, grasp_at(0.15, 0.0, top, 90.0, 0.05))[0]  # across its 3 cm side
+
+
 class PeaksBackend:
     """Output maps with one Gaussian Q blob per (row, col, quality, angle, width) peak."""
 

@@ -11,9 +11,9 @@ that is less (a flat object cannot clear more than its own height; the depth noi
 Kinect-class camera, a few millimetres, would otherwise refuse every grasp on a flat object).
 
 "Below" is measured along the normal of the support surface (the table or bin floor: the
-dominant plane of the frame, :func:`fit_support_plane`), the way jaws descend onto a table
-whatever the camera's viewing angle; a frame without a dominant plane falls back to depth along
-the camera's optical axis. (Along the optical axis alone, an oblique camera sees the table in
+dominant plane of the frame, :func:`fit_support_plane`, refitted on the table around each grasp,
+:func:`local_support`), the way jaws descend onto a table whatever the camera's viewing angle; a
+frame without a dominant plane falls back to depth along the camera's optical axis. (Along the optical axis alone, an oblique camera sees the table in
 front of a flat object nearer than the object's top and would refuse most good grasps.)
 """
 
@@ -39,6 +39,14 @@ PLANE_MIN_SHARE = 0.15
 #: RANSAC hypotheses are scored on every this many sampled points (the final least-squares fit
 #: uses all of them).
 PLANE_SCORE_STRIDE = 2
+#: Local support around a grasp (:func:`local_support`): the square window's half side as a
+#: multiple of the jaws' reach (grasp centre to a jaw's outer edge), the pixel stride of its
+#: samples, the fewest table points it needs, and the largest angle (degrees) its plane may make
+#: with the frame's.
+LOCAL_WINDOW_REACH = 1.5
+LOCAL_STRIDE_PX = 3
+LOCAL_MIN_POINTS = 30
+LOCAL_MAX_TILT_DEG = 20.0
 
 
 @dataclass(frozen=True)
@@ -94,15 +102,68 @@ def fit_support_plane(depth_m, intrinsics, min_depth_m=0.0, max_depth_m=np.inf, 
     if counts[best_index] < PLANE_MIN_SHARE * len(scored):
         return None
     normal, offset = normals[best_index], offsets[best_index]
-    inliers = points[np.abs(points @ normal - offset) < PLANE_INLIER_M]
-    centroid = inliers.mean(axis=0)
-    centred = inliers - centroid
-    # least squares: the normal is the axis of least spread (the 3 x 3 scatter matrix's
-    # eigenvector of the smallest eigenvalue)
+    return _least_squares_plane(points[np.abs(points @ normal - offset) < PLANE_INLIER_M])
+
+
+def _least_squares_plane(points):
+    """The plane of least squared distances through camera-frame points (N, 3), its normal
+    towards the camera."""
+    centroid = points.mean(axis=0)
+    centred = points - centroid
+    # the normal is the axis of least spread (the 3 x 3 scatter matrix's eigenvector of the
+    # smallest eigenvalue)
     normal = np.linalg.eigh(centred.T @ centred)[1][:, 0]
     if normal @ centroid > 0:  # towards the camera (the origin)
         normal = -normal
     return SupportPlane(normal, float(normal @ centroid))
+
+
+def local_support(pose, depth_m, intrinsics, plane, reach_m, min_depth_m=0.0,
+                  max_depth_m=np.inf):
+    """The support surface under a grasp: the frame's plane refitted on the table around it.
+
+    One plane per frame is a poor model of a real camera's table a few centimetres from an
+    object: depth distortion bends it by centimetres across a Kinect frame, and a tilt of a few
+    degrees in the fitted normal puts one jaw millimetres higher than the other, as much as a
+    flat object's height. The table near the grasp is planar. The frame's plane selects it:
+    the pixels in a square window around the grasp (half side ``LOCAL_WINDOW_REACH`` times
+    ``reach_m``) that lie within ``PLANE_INLIER_M`` of the frame's plane and below the grasped
+    surface; their least-squares plane is the local support.
+
+    :param pose: the grasp (:class:`~grasp_fcn_ros.core.projection.Grasp3D`).
+    :param plane: the frame's :class:`SupportPlane`.
+    :param reach_m: distance from the grasp centre to a jaw's outer edge, metres.
+    :returns: the local :class:`SupportPlane`, or ``plane`` when the window holds fewer than
+        ``LOCAL_MIN_POINTS`` table points or their plane turns more than
+        ``LOCAL_MAX_TILT_DEG`` from the frame's.
+    """
+    h, w = depth_m.shape
+    if not (pose.depth_m > 0 and np.isfinite(pose.u) and np.isfinite(pose.v)):
+        return plane
+    half_px = LOCAL_WINDOW_REACH * reach_m * np.sqrt(intrinsics.fx * intrinsics.fy) / pose.depth_m
+    if not np.isfinite(half_px):
+        return plane
+    half_px = int(np.ceil(half_px))
+    col, row = int(np.floor(pose.u + 0.5)), int(np.floor(pose.v + 0.5))
+    r0, r1 = max(row - half_px, 0), min(row + half_px + 1, h)
+    c0, c1 = max(col - half_px, 0), min(col + half_px + 1, w)
+    if r0 >= r1 or c0 >= c1:
+        return plane
+    rows, cols = np.mgrid[r0:r1:LOCAL_STRIDE_PX, c0:c1:LOCAL_STRIDE_PX]
+    z = depth_m[rows, cols]
+    valid = ~invalid_mask(z, min_depth_m, max_depth_m)
+    points = intrinsics.back_project(cols[valid], rows[valid], z[valid])
+    points = points[np.all(np.isfinite(points), axis=1)]
+    heights = plane.height(points)
+    grasp_level = float(plane.height(pose.position_m))
+    table = points[(np.abs(heights) < PLANE_INLIER_M) & (heights < grasp_level)]
+    if len(table) < LOCAL_MIN_POINTS:
+        return plane
+    local = _least_squares_plane(table)
+    if np.degrees(np.arccos(np.clip(local.normal @ plane.normal, -1.0, 1.0))) > (
+            LOCAL_MAX_TILT_DEG):
+        return plane
+    return local
 
 
 @dataclass(frozen=True)
@@ -178,7 +239,7 @@ def footprint_pixels(depth_m, polygon, min_depth_m=0.0, max_depth_m=np.inf):
 
 
 def jaws_clear(pose, depth_m, intrinsics, config, min_depth_m=0.0, max_depth_m=np.inf,
-               plane=None):
+               plane=None, local=True):
     """Whether both jaws of a grasp can go down beside the grasped surface.
 
     A footprint without any valid depth (outside the image, or all holes) fails: the scene
@@ -188,14 +249,21 @@ def jaws_clear(pose, depth_m, intrinsics, config, min_depth_m=0.0, max_depth_m=n
     :param depth_m: source depth image, metres.
     :param intrinsics: the camera model of the depth image.
     :param config: a :class:`JawConfig`.
-    :param plane: the frame's :class:`SupportPlane` (heights along its normal), or None
-        (depth along the optical axis).
+    :param plane: the frame's :class:`SupportPlane` (heights along the normal of the table
+        around the grasp, :func:`local_support`), or None (depth along the optical axis).
+    :param local: refit the frame's plane on the table around the grasp
+        (:func:`local_support`); False: the frame's plane as it is.
     :returns: ``(clear, reason)``: a bool and, when not clear, why.
     """
     clearance_m = config.clearance_m
     if plane is None:
         grasp_level = -pose.depth_m
     else:
+        if local:
+            reach_m = float(np.hypot(pose.width_m / 2 + config.margin_m + config.finger_width_m,
+                                     config.jaw_depth_m / 2))
+            plane = local_support(pose, depth_m, intrinsics, plane, reach_m, min_depth_m,
+                                  max_depth_m)
         grasp_level = float(plane.height(pose.position_m))
         # a flat object cannot clear more than its own height above the support
         clearance_m = min(clearance_m, HEIGHT_FRACTION * max(grasp_level, 0.0))
