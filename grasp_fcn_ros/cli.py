@@ -451,6 +451,9 @@ def build_parser():
                    'inpainting is timed, or use the frames as they are (none)')
     p.add_argument('--threads', type=int, default=0,
                    help='CPU threads per backend, in-process mode (0 = all cores)')
+    p.add_argument('--mirror', action='store_true',
+                   help="run each network on the frame and its mirror image (the node's "
+                   'test_time_mirror), in-process mode')
     p.add_argument('--ros', action='store_true', help='measure the running node over ROS 2')
     p.add_argument('--rate', type=float, default=5.0, help='publish rate for --ros, Hz')
     p.add_argument('--transport', choices=('shm', 'default'), default='shm',

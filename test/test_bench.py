@@ -54,6 +54,23 @@ def test_tiny_pipeline_run_writes_every_key(random_model_path, tmp_path, capsys)
         torch_entry['e2e_cpu']['p50'] / other['e2e_cpu']['p50'])
 
 
+def test_mirror_runs_the_mirrored_view_and_says_so(random_model_path, tmp_path, capsys,
+                                                    monkeypatch):
+    from grasp_fcn_ros.core import ensemble
+
+    calls = []
+    predict = ensemble.AveragedBackend.predict
+    monkeypatch.setattr(ensemble.AveragedBackend, 'predict',
+                        lambda self, batch: calls.append(self.passes) or predict(self, batch))
+    out = tmp_path / 'bench.json'
+    assert main(['bench', '--model', random_model_path, '--frames', '2', '--warmup', '1',
+                 '--backends', 'torch', '--device', 'cpu', '--mirror',
+                 '--json', str(out)]) == 0
+    assert 'with the mirrored view' in capsys.readouterr().out
+    assert json.loads(out.read_text())['settings']['mirror'] is True
+    assert calls == [2, 2, 2]  # every frame, warm-up included, through both views
+
+
 def test_frames_are_cycled_and_stats_summarised(tmp_path):
     frames = common.load_frames(common.default_frames_dir(), 10)
     assert len(frames) == 3 and frames[0].shape == (480, 640)

@@ -206,7 +206,7 @@ def limit_threads(threads):
 
 
 def run_pipeline_bench(model_path, frames, targets, num_frames, warmup, detector_config,
-                       progress=None, threads=0):
+                       progress=None, threads=0, mirror=False):
     """Time the node's per-frame pipeline for every (backend, device, precision), interleaved.
 
     :param model_path: checkpoint.
@@ -217,12 +217,15 @@ def run_pipeline_bench(model_path, frames, targets, num_frames, warmup, detector
     :param detector_config: :class:`~grasp_fcn_ros.core.detector.DetectorConfig`.
     :param progress: a tqdm-like callable, or None.
     :param threads: CPU threads per backend (0 = each runtime's default, all cores).
+    :param mirror: run every network on the frame and its mirror image, as the node's
+        ``test_time_mirror`` does (:class:`~grasp_fcn_ros.core.ensemble.AveragedBackend`).
     :returns: ``{'backend:precision@device': {stage: summary, ..., 'e2e': summary, 'fps': ...,
         'load_s': seconds to build the backend, 'prepare_s': of which export and
         quantisation}}``.
     """
     from ..core.backends import create_backend
     from ..core.detector import GraspDetector
+    from ..core.ensemble import AveragedBackend
 
     path = MessagePath()
     messages = [path.encode(depth) for depth in frames]
@@ -234,6 +237,8 @@ def run_pipeline_bench(model_path, frames, targets, num_frames, warmup, detector
         start = time.perf_counter()
         model = create_backend(model_path, backend, device, precision,
                                **backend_options(backend, threads, precision))
+        if mirror:
+            model = AveragedBackend([model], mirror=True)
         detectors[target] = GraspDetector(model, detector_config)
         load_s[target] = time.perf_counter() - start
         prepare_s[target] = getattr(model, 'prepare_s', None)
@@ -345,7 +350,8 @@ def run_in_process(args, model_path, frames, backends, folder):
     machine = machine_info()
     limit_threads(args.threads)
     results, note = run_pipeline_bench(model_path, frames, targets, args.frames, args.warmup,
-                                       detector_config(args), progress_bar(), args.threads)
+                                       detector_config(args), progress_bar(), args.threads,
+                                       args.mirror)
     if note:
         notes.append(note)
     if auto_target is not None and target_key(*auto_target) in results:
@@ -355,7 +361,8 @@ def run_in_process(args, model_path, frames, backends, folder):
     print(f"CPU: {machine['cpu']}")
     print(f'{args.frames} frames (+{args.warmup} warm-up) from {folder}, '
           f'{len(frames)} distinct, {ENCODING}, holes: {args.holes} '
-          f'({100 * args.invalid_fraction:.1f} % invalid pixels); model {args.model}')
+          f'({100 * args.invalid_fraction:.1f} % invalid pixels); model {args.model}'
+          + (' with the mirrored view (two network passes a frame)' if args.mirror else ''))
     for line in notes:
         print(f'note: {line}')
     load = machine.get('load_average_1min')
@@ -369,7 +376,7 @@ def run_in_process(args, model_path, frames, backends, folder):
                            'invalid_fraction': args.invalid_fraction,
                            'crop_size_px': args.crop_size,
                            'q_threshold': args.q_threshold, 'max_grasps': args.max_grasps,
-                           'threads': args.threads,
+                           'threads': args.threads, 'mirror': args.mirror,
                            'stages': list(STAGES), 'reference': REFERENCE},
               'notes': notes, 'backends': results}
     if args.json:

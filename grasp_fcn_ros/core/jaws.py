@@ -13,8 +13,9 @@ Kinect-class camera, a few millimetres, would otherwise refuse every grasp on a 
 "Below" is measured along the normal of the support surface (the table or bin floor: the
 dominant plane of the frame, :func:`fit_support_plane`, refitted on the table around each grasp,
 :func:`local_support`), the way jaws descend onto a table whatever the camera's viewing angle; a
-frame without a dominant plane falls back to depth along the camera's optical axis. (Along the optical axis alone, an oblique camera sees the table in
-front of a flat object nearer than the object's top and would refuse most good grasps.)
+frame without a dominant plane falls back to depth along the camera's optical axis. (Along
+the optical axis alone, an oblique camera sees the table in front of a flat object nearer than
+the object's top and would refuse most good grasps.)
 """
 
 from dataclasses import dataclass
