@@ -82,3 +82,19 @@ def test_eval_of_one_fold_scores_its_held_out_images(trained, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(['eval', '--dataset', dataset, '--model', os.path.join(run, 'best.pt'),
               '--folds', '3', '--fold', '3'])
+
+
+def test_eval_averages_models_and_the_mirrored_view(trained, tmp_path, capsys):
+    dataset, run = trained
+    model = os.path.join(run, 'best.pt')
+    base = ['eval', '--dataset', dataset, '--model', model, '--device', 'cpu', '--backend',
+            'torch', '--precision', 'fp32', '--json']
+    assert main(base + [str(tmp_path / 'one.json')]) == 0
+    # the same model twice averages to its own maps: the same scores
+    assert main(base + [str(tmp_path / 'two.json'), '--ensemble', model]) == 0
+    assert 'mean of 2 model(s) on the input: 2 passes' in capsys.readouterr().err
+    assert (json.loads((tmp_path / 'two.json').read_text())
+            == json.loads((tmp_path / 'one.json').read_text()))
+    assert main(base + [str(tmp_path / 'mirror.json'), '--mirror']) == 0
+    assert 'on the input and its mirror image: 2 passes' in capsys.readouterr().err
+    assert json.loads((tmp_path / 'mirror.json').read_text())['images'] == 3
