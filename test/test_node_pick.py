@@ -290,14 +290,16 @@ def test_tool_pose_for_gripper_conventions_and_approach_modes(detector, client, 
     assert len({round(q.x if finger_axis == 0 else q.y, 6) for q in glyph.points}) >= 2
 
 
-def test_grasps_wider_than_the_gripper_are_dropped(detector, client):
-    (result,) = client.set_parameters(detector.node_name, {'gripper_max_opening': 0.001})
+def test_grasps_outside_the_gripper_opening_are_dropped(detector, client):
+    # every grasp of the frame is narrower than 0.9 m: a width is at most 150 network pixels,
+    # under 0.3 m at this frame's scale
+    (result,) = client.set_parameters(detector.node_name, {'gripper_min_opening': 0.9})
     assert result.successful, result.reason
     try:
         depth, info = good_frame()
         out = detector.serve(depth, info, WAIT_S)
     finally:
-        (result,) = client.set_parameters(detector.node_name, {'gripper_max_opening': 1.0})
+        (result,) = client.set_parameters(detector.node_name, {'gripper_min_opening': 0.0})
         assert result.successful, result.reason
     assert out['grasps'][0].poses == [] and out['grasp_details'][0].width == 0
     (result,) = client.set_parameters(detector.node_name, {'gripper_approach_axis': 'x'})
