@@ -66,6 +66,17 @@ class SupportPlane:
         return np.asarray(points, dtype=np.float64) @ self.normal - self.offset
 
 
+def _sampled_points(depth_m, intrinsics, window, stride_px, min_depth_m, max_depth_m):
+    """Camera-frame points (N, 3), metres, of every ``stride_px``-th pixel in each direction of
+    an image window ``(row0, row1, col0, col1)`` that has valid depth and a finite point."""
+    r0, r1, c0, c1 = window
+    rows, cols = np.mgrid[r0:r1:stride_px, c0:c1:stride_px]
+    z = depth_m[rows, cols]
+    valid = ~invalid_mask(z, min_depth_m, max_depth_m)
+    points = intrinsics.back_project(cols[valid], rows[valid], z[valid])
+    return points[np.all(np.isfinite(points), axis=1)]
+
+
 def fit_support_plane(depth_m, intrinsics, min_depth_m=0.0, max_depth_m=np.inf, seed=0):
     """The dominant plane of a depth frame (the table or bin floor), by RANSAC then least
     squares on its inliers; None when no plane holds ``PLANE_MIN_SHARE`` of the frame.
@@ -73,13 +84,8 @@ def fit_support_plane(depth_m, intrinsics, min_depth_m=0.0, max_depth_m=np.inf, 
     Deterministic for a given frame (seeded sampling).
     """
     h, w = depth_m.shape
-    rows, cols = np.mgrid[0:h:PLANE_STRIDE_PX, 0:w:PLANE_STRIDE_PX]
-    z = depth_m[rows, cols]
-    valid = ~invalid_mask(z, min_depth_m, max_depth_m)
-    if valid.sum() < 3:
-        return None
-    points = intrinsics.back_project(cols[valid], rows[valid], z[valid])
-    points = points[np.all(np.isfinite(points), axis=1)]
+    points = _sampled_points(depth_m, intrinsics, (0, h, 0, w), PLANE_STRIDE_PX, min_depth_m,
+                             max_depth_m)
     if len(points) < 3:
         return None
     # all hypotheses at once: three random points each (a repeated point gives no normal)
@@ -150,11 +156,8 @@ def local_support(pose, depth_m, intrinsics, plane, reach_m, min_depth_m=0.0,
     c0, c1 = max(col - half_px, 0), min(col + half_px + 1, w)
     if r0 >= r1 or c0 >= c1:
         return plane
-    rows, cols = np.mgrid[r0:r1:LOCAL_STRIDE_PX, c0:c1:LOCAL_STRIDE_PX]
-    z = depth_m[rows, cols]
-    valid = ~invalid_mask(z, min_depth_m, max_depth_m)
-    points = intrinsics.back_project(cols[valid], rows[valid], z[valid])
-    points = points[np.all(np.isfinite(points), axis=1)]
+    points = _sampled_points(depth_m, intrinsics, (r0, r1, c0, c1), LOCAL_STRIDE_PX,
+                             min_depth_m, max_depth_m)
     heights = plane.height(points)
     grasp_level = float(plane.height(pose.position_m))
     table = points[(np.abs(heights) < PLANE_INLIER_M) & (heights < grasp_level)]
