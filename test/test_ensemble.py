@@ -6,7 +6,7 @@ import pytest
 
 from grasp_fcn_ros.core.detector import GraspDetector
 from grasp_fcn_ros.core.ensemble import AveragedBackend, mirror_output
-from grasp_fcn_ros.core.grasp import direction
+from grasp_fcn_ros.core.grasp import angle_difference, direction
 from grasp_fcn_ros.core.model import ModelConfig, ModelError
 
 from scenes import INTRINSICS
@@ -68,12 +68,6 @@ def bar_scene(angle_rad, length_px=160, thickness_px=30, table_m=0.70, top_m=0.6
     cv2.fillConvexPoly(mask, np.round(np.array(corners) * 16).astype(np.int32), 1, shift=4)
     depth[mask > 0] = top_m
     return depth
-
-
-def angle_difference(a, b):
-    """Smallest difference of two grasp angles (modulo pi), radians."""
-    d = (a - b) % np.pi
-    return min(d, np.pi - d)
 
 
 def test_mirroring_an_output_twice_gives_it_back():
