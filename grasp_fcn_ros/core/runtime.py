@@ -5,9 +5,9 @@ installed) and on what this package has verified for accuracy (:data:`VERIFIED`)
 
 * a CUDA device: PyTorch on the GPU, fp16 autocast with a captured CUDA graph;
 * a CPU, OpenVINO installed: OpenVINO; bf16 where the CPU computes bf16 natively (AMX,
-  AVX512-BF16), else fp32 (int8, post-training quantisation calibrated on real depth frames,
-  is faster still where the CPU has int8 dot products, but not verified for accuracy: it
-  runs when asked for);
+  AVX512-BF16); else int8 (post-training quantisation calibrated on real depth frames, see
+  :mod:`~.quantize`) where NNCF is installed and the CPU has int8 arithmetic (VNNI, AMX or
+  AVX2); else fp32;
 * a CPU without OpenVINO: channels-last PyTorch, bf16 autocast where the CPU computes bf16
   natively, else fp32.
 
@@ -16,6 +16,7 @@ so; a precision the backend cannot run at all is refused.
 """
 
 from dataclasses import dataclass
+import importlib.util
 
 import torch
 
@@ -42,12 +43,12 @@ SUPPORTED = {
 
 #: (backend, precision) pairs whose accuracy on the Cornell images was measured to match fp32
 #: PyTorch (README, "Precision and accuracy"); ``auto`` chooses only among these. fp16 carries
-#: more mantissa than the verified bf16 on the same network, so it is counted with it. int8
-#: is not among them: post-training quantisation costs this network several points of top-1
-#: accuracy, so it runs only when asked for.
+#: more mantissa than the verified bf16 on the same network, so it is counted with it. int8 is
+#: OpenVINO's network quantised as :mod:`~.quantize` quantises it (upright calibration frames,
+#: asymmetric activations); quantised otherwise it is not verified.
 VERIFIED = frozenset({
     ('torch', 'fp32'), ('openvino', 'fp32'), ('onnxruntime', 'fp32'),
-    ('openvino', 'bf16'), ('torch', 'bf16'), ('torch', 'fp16'),
+    ('openvino', 'bf16'), ('torch', 'bf16'), ('torch', 'fp16'), ('openvino', 'int8'),
 })
 
 
@@ -78,6 +79,19 @@ def _openvino_installed():
     return True
 
 
+def _nncf_installed():
+    return importlib.util.find_spec('nncf') is not None
+
+
+def _int8_reason(flags):
+    """Why int8 is fast on a CPU with these flags, or None where it is not worth running."""
+    if native_int8(flags):
+        return 'int8 dot products (VNNI/AMX)'
+    if 'avx2' in flags:
+        return 'int8 multiply-adds (AVX2, no VNNI)'
+    return None
+
+
 def _family(backend):
     return 'torch' if backend.startswith('torch') else backend
 
@@ -106,11 +120,16 @@ def choose_backend(backend, device, openvino_available=None):
     return 'torch-channels-last', 'cpu', 'CPU, OpenVINO not installed'
 
 
-def choose_precision(backend, device, precision='auto', flags=None):
+def choose_precision(backend, device, precision='auto', flags=None, nncf_available=None):
     """Resolve a ``precision`` parameter for a resolved backend and device:
     ``(precision, reason)``.
 
+    ``auto`` on a CPU takes bf16 where it is native (the most accurate of the fast ones), else
+    int8 where the backend runs it, NNCF is installed to quantise it and the CPU has int8
+    arithmetic (VNNI, AMX, or AVX2's multiply-adds), else fp32.
+
     :param flags: CPU feature flags (default: this machine's, :func:`~.devices.cpu_flags`).
+    :param nncf_available: whether NNCF is installed (default: look).
     :raises ModelError: for an unknown precision, or one the backend cannot run.
     """
     precision = str(precision).strip().lower()
@@ -125,8 +144,14 @@ def choose_precision(backend, device, precision='auto', flags=None):
         if device_type == 'cuda':
             wanted = [('fp16', 'CUDA')]
         else:
-            wanted = [('int8', 'int8 dot products (VNNI/AMX)') if native_int8(flags) else None,
-                      ('bf16', 'native bf16 (AMX/AVX512-BF16)') if native_bf16(flags) else None]
+            int8 = _int8_reason(flags)
+            if int8 and 'int8' in supported:
+                if nncf_available is None:
+                    nncf_available = _nncf_installed()
+                if not nncf_available:
+                    int8 = None
+            wanted = [('bf16', 'native bf16 (AMX/AVX512-BF16)') if native_bf16(flags) else None,
+                      ('int8', int8) if int8 else None]
         for candidate in filter(None, wanted):
             name, why = candidate
             if name in supported and (family, name) in VERIFIED:
@@ -142,14 +167,15 @@ def choose_precision(backend, device, precision='auto', flags=None):
 
 
 def choose_runtime(backend='auto', precision='auto', device='auto', flags=None,
-                   openvino_available=None):
+                   openvino_available=None, nncf_available=None):
     """The backend, device and precision for these parameters on this machine.
 
     :returns: a :class:`RuntimeChoice`.
     :raises ModelError: for unknown values or a combination that cannot run.
     """
     backend, device, backend_reason = choose_backend(backend, device, openvino_available)
-    precision, precision_reason = choose_precision(backend, device, precision, flags)
+    precision, precision_reason = choose_precision(backend, device, precision, flags,
+                                                   nncf_available)
     where = cpu_description(flags) if device == 'cpu' else _cuda_name(device)
     return RuntimeChoice(backend, device, precision,
                          f'backend {backend_reason}; precision {precision_reason}; {where}')
