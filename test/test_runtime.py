@@ -83,6 +83,8 @@ def test_auto_follows_the_cpu(flags, openvino, nncf, expected):
     assert (choice.backend, choice.device, choice.precision) == expected
     assert (_family(choice.backend), choice.precision) in VERIFIED
     assert choice.reason  # logged by the node at start-up
+    if (flags, openvino, nncf) == (ZEN3, True, False):
+        assert 'int8 needs NNCF' in choice.reason
 
 
 def _family(backend):

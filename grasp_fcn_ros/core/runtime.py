@@ -45,7 +45,7 @@ SUPPORTED = {
 #: PyTorch (README, "Precision and accuracy"); ``auto`` chooses only among these. fp16 carries
 #: more mantissa than the verified bf16 on the same network, so it is counted with it. int8 is
 #: OpenVINO's network quantised as :mod:`~.quantize` quantises it (upright calibration frames,
-#: asymmetric activations); quantised otherwise it is not verified.
+#: asymmetric activations, the input layer in fp32); quantised otherwise it is not verified.
 VERIFIED = frozenset({
     ('torch', 'fp32'), ('openvino', 'fp32'), ('onnxruntime', 'fp32'),
     ('openvino', 'bf16'), ('torch', 'bf16'), ('torch', 'fp16'), ('openvino', 'int8'),
@@ -144,19 +144,19 @@ def choose_precision(backend, device, precision='auto', flags=None, nncf_availab
         if device_type == 'cuda':
             wanted = [('fp16', 'CUDA')]
         else:
-            int8 = _int8_reason(flags)
+            int8, missing = _int8_reason(flags), ''
             if int8 and 'int8' in supported:
                 if nncf_available is None:
                     nncf_available = _nncf_installed()
                 if not nncf_available:
-                    int8 = None
+                    int8, missing = None, ' (int8 needs NNCF: pip install nncf)'
             wanted = [('bf16', 'native bf16 (AMX/AVX512-BF16)') if native_bf16(flags) else None,
                       ('int8', int8) if int8 else None]
         for candidate in filter(None, wanted):
             name, why = candidate
             if name in supported and (family, name) in VERIFIED:
                 return name, why
-        return 'fp32', ('no faster verified precision for this backend and CPU'
+        return 'fp32', ('no faster verified precision for this backend and CPU' + missing
                         if device_type == 'cpu' else 'fp32 on this backend')
     if precision not in supported:
         raise ModelError(f"backend '{backend}' cannot run precision '{precision}' on "
