@@ -197,9 +197,9 @@ PARAMETERS = {
         'change reloads the model', constraints=f"one of {', '.join(BACKEND_CHOICES)}"),
     'precision': ParameterSpec(
         'auto', 'network precision; auto = the fastest one this machine runs natively among '
-        'those verified for accuracy: bf16 on CPUs with AMX or AVX512-BF16, else int8 '
-        '(OpenVINO with NNCF, on CPUs with VNNI or AVX2; quantised on first use and cached), '
-        'fp16 on CUDA, else fp32. A change reloads the model',
+        'those verified for accuracy: on a CPU int8 (OpenVINO with NNCF; quantised on first '
+        'use and cached) where it has VNNI, AMX or AVX2, else bf16 where native, else fp32; '
+        'fp16 on CUDA. A change reloads the model',
         constraints=f"one of {', '.join(PRECISION_CHOICES)}"),
     'int8_calibration': ParameterSpec(
         '', "folder of depth frames from the robot's camera that calibrate int8 quantisation; "

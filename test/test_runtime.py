@@ -23,6 +23,7 @@ from grasp_fcn_ros.resources import default_calibration_dir, default_model_path
 AMX = frozenset({'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_int8', 'avx512_vnni'})
 ZEN3 = frozenset({'avx2', 'fma'})
 OLD_X86 = frozenset({'sse4_2'})
+BF16_NO_VNNI = frozenset({'avx2', 'avx512f', 'avx512_bf16'})
 CASCADE_LAKE = frozenset({'avx2', 'avx512f', 'avx512_vnni'})
 HAS_OPENVINO = importlib.util.find_spec('openvino') is not None
 HAS_NNCF = importlib.util.find_spec('nncf') is not None
@@ -66,9 +67,10 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 
 @pytest.mark.parametrize('flags, openvino, nncf, expected', [
-    # native bf16 first: as fast as int8 there, and nearer fp32
-    (AMX, True, True, ('openvino', 'cpu', 'bf16')),
-    # no native bf16: int8, with VNNI or with AVX2's multiply-adds, where NNCF can quantise
+    # int8 dot products first, then native bf16, then int8 through AVX2, where NNCF can quantise
+    (AMX, True, True, ('openvino', 'cpu', 'int8')),
+    (AMX, True, False, ('openvino', 'cpu', 'bf16')),
+    (BF16_NO_VNNI, True, True, ('openvino', 'cpu', 'bf16')),
     (CASCADE_LAKE, True, True, ('openvino', 'cpu', 'int8')),
     (ZEN3, True, True, ('openvino', 'cpu', 'int8')),
     (ZEN3, True, False, ('openvino', 'cpu', 'fp32')),
