@@ -6,9 +6,10 @@ test checks that over the whole stream
 
 - the node never crashes, logs no error and exits cleanly on SIGINT at the end;
 - its resident memory (psutil) does not grow by more than :data:`RSS_GROWTH_BOUND_MIB` after
-  warm-up: the median of the samples in the last quarter of the stream against the median of
-  those in the first quarter after warm-up (a leak grows steadily; a sample that hits a transient
-  allocation of the allocator or the network is not growth);
+  warm-up: the floor (10th percentile) of the samples in the last quarter of the stream against
+  the floor of those in the first quarter after warm-up. A leak raises the floor steadily; a
+  frame's transient buffers (tens of MiB, freed after the frame) only raise the samples that
+  catch them, and when about half of them do, a median flips between the two levels;
 - there is no queue: answers come in stamp order, each for a frame that was among the newest
   when the previous answer arrived;
 - every published grasp is valid: finite, unit quaternion, (u, v) inside the image, depth
@@ -65,6 +66,8 @@ WARMUP_S = 15.0
 #: under 1 MiB). 14 KiB leaked per received frame, or one 600 KiB depth image per answered
 #: frame, would exceed it; below it is allocator noise.
 RSS_GROWTH_BOUND_MIB = 32.0
+#: Percentile of a quarter's memory samples taken as its floor.
+FLOOR_PERCENTILE = 10
 #: The frame answered next must have been sent no more than this many frames before the
 #: previous answer arrived (a queue falls behind without bound; scheduling hiccups on a busy
 #: 2-core machine are allowed about a second).
@@ -230,8 +233,8 @@ def soak(client, node, tmp_path):
     after = [(t, r) for t, _, r in samples if t >= warmup[0]]
     rss = np.array([r for _, r in after])
     span = after[-1][0] - after[0][0]
-    first = np.median([r for t, r in after if t <= after[0][0] + span / 4])
-    last = np.median([r for t, r in after if t >= after[-1][0] - span / 4])
+    first = np.percentile([r for t, r in after if t <= after[0][0] + span / 4], FLOOR_PERCENTILE)
+    last = np.percentile([r for t, r in after if t >= after[-1][0] - span / 4], FLOOR_PERCENTILE)
     return {
         'frames_sent': len(sent), 'frames_answered': len(order), 'stream_s': stream_s,
         'send_rate_hz': len(sent) / stream_s, 'grasps_checked': grasps_checked,
