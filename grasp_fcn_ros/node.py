@@ -49,6 +49,7 @@ from .core.gripper import apply_gripper, APPROACH_MODES, AXES, GripperConfig, va
 from .core.jaws import JawConfig
 from .core.model import load_checkpoint
 from .core.postprocess import PostprocessConfig
+from .core.quantize import calibration_paths
 from .core.runtime import BACKEND_CHOICES, choose_runtime, PRECISION_CHOICES
 from .core.scale import SCALE_MODES, SCENE_DEPTH_STATISTICS
 from .resources import default_calibration_dir, default_model_path
@@ -414,13 +415,16 @@ def model_file(values):
 
 def check_model(values):
     """The quick checks of a model change, made before it is accepted: the device can be used by
-    the backend and the file is a readable checkpoint. Building the backend (moving the network
-    to the device, exporting it) is left to the loader thread.
+    the backend, the file is a readable checkpoint and, for int8, the calibration folder holds
+    depth frames. Building the backend (moving the network to the device, exporting and
+    quantising it) is left to the loader thread.
 
     :raises grasp_fcn_ros.core.model.ModelError: naming the cause.
     """
-    choose_runtime(values['backend'], values['precision'], values['device'])
+    choice = choose_runtime(values['backend'], values['precision'], values['device'])
     load_checkpoint(model_file(values))
+    if choice.precision == 'int8':
+        calibration_paths(backend_options(values, choice)['calibration'])
 
 
 def backend_options(values, choice):

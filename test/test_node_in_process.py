@@ -192,3 +192,18 @@ def test_test_time_mirror_reloads_the_model_with_the_mirrored_view(detector, cli
     finally:
         assert node.set_parameters([Parameter('test_time_mirror', value=False)])[0].successful
         assert client.wait_for(lambda: not getattr(node._backend, 'mirror', False), WAIT_S)
+
+
+def test_an_int8_calibration_folder_without_depth_frames_is_refused(detector, tmp_path):
+    pytest.importorskip('openvino')
+    node = detector.node
+    before = dict(node._values)
+    (tmp_path / 'notes.txt').write_text('no depth frames here')
+    for folder, words in ((tmp_path, 'no depth frames'), (tmp_path / 'missing', 'does not exist')):
+        result = node.set_parameters_atomically([
+            Parameter('backend', value='openvino'), Parameter('precision', value='int8'),
+            Parameter('int8_calibration', value=str(folder))])
+        assert not result.successful and words in result.reason, result.reason
+        assert 'keeping the current model' in result.reason
+    assert {k: node._values[k] for k in ('backend', 'precision', 'int8_calibration')} == {
+        k: before[k] for k in ('backend', 'precision', 'int8_calibration')}

@@ -213,6 +213,24 @@ def test_calibration_inputs_are_upright_and_mirrored_never_turned(frames, monkey
     assert quantize.inputs_digest(inputs) != digest
 
 
+def test_calibration_paths_prefer_the_cornell_layout_and_spread_over_the_folder(tmp_path):
+    from grasp_fcn_ros.core.quantize import calibration_paths
+
+    with pytest.raises(ModelError, match='does not exist'):
+        calibration_paths(tmp_path / 'missing')
+    (tmp_path / 'readme.txt').write_text('not depth')
+    with pytest.raises(ModelError, match='no depth frames'):
+        calibration_paths(tmp_path)
+    for i in range(10):
+        (tmp_path / f'frame{i:02d}.png').write_bytes(b'')
+    assert len(calibration_paths(tmp_path)) == 10  # nothing is read
+    spread = calibration_paths(tmp_path, limit=4)
+    assert [os.path.basename(p) for p in spread] == [
+        'frame00.png', 'frame03.png', 'frame06.png', 'frame09.png']
+    (tmp_path / 'pcd0100d.tiff').write_bytes(b'')  # Cornell's depth beside its other files
+    assert [os.path.basename(p) for p in calibration_paths(tmp_path)] == ['pcd0100d.tiff']
+
+
 def test_int8_without_calibration_is_refused():
     pytest.importorskip('openvino')
     with pytest.raises(ModelError, match='calibration'):

@@ -57,22 +57,34 @@ def _import_nncf():
     return nncf
 
 
-def calibration_frames(folder, depth_scale=0.001, limit=MAX_CALIBRATION_FRAMES):
-    """Depth frames (metres) of a folder: files named ``*d.<type>`` (the Cornell layout) or,
-    when there are none, every depth file, sorted, at most ``limit``.
+def calibration_paths(folder, limit=MAX_CALIBRATION_FRAMES):
+    """The depth files of a calibration folder: files named ``*d.<type>`` (the Cornell layout)
+    or, when there are none, every depth file, sorted, at most ``limit`` spread over the folder.
+    Nothing is read: a quick check of a folder before a model is built with it.
 
-    :raises ModelError: when the folder holds no depth file.
+    :raises ModelError: when the folder is missing or holds no depth file.
     """
+    if not os.path.isdir(str(folder)):
+        raise ModelError(f'int8 calibration folder {folder} does not exist')
     paths = sorted(path for kind in DEPTH_FILE_TYPES
                    for path in glob.glob(os.path.join(folder, f'*d{kind}')))
     if not paths:
         paths = sorted(path for kind in DEPTH_FILE_TYPES
                        for path in glob.glob(os.path.join(folder, f'*{kind}')))
     if not paths:
-        raise ModelError(f'no depth frames to calibrate int8 with in {folder}')
+        raise ModelError(f'no depth frames to calibrate int8 with in {folder} (expected '
+                         f"files ending in {', '.join(DEPTH_FILE_TYPES)})")
     if len(paths) > limit:  # spread over the folder, not its first files
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).round().astype(int)]
-    return [read_depth_image(path, depth_scale) for path in paths]
+    return paths
+
+
+def calibration_frames(folder, depth_scale=0.001, limit=MAX_CALIBRATION_FRAMES):
+    """Depth frames (metres) of a calibration folder (see :func:`calibration_paths`).
+
+    :raises ModelError: when the folder is missing or holds no depth file.
+    """
+    return [read_depth_image(path, depth_scale) for path in calibration_paths(folder, limit)]
 
 
 def calibration_inputs(frames_m, input_size, min_depth_m=DEFAULT_MIN_DEPTH_M,
