@@ -1,6 +1,5 @@
 """``grasp-fcn bench``: tiny runs that check what it reports, never how fast anything is."""
 
-import importlib.util
 import json
 import os
 
@@ -9,6 +8,7 @@ import pytest
 
 from grasp_fcn_ros.bench import common, pipeline, ros
 from grasp_fcn_ros.cli import main
+from grasp_fcn_ros.core.runtime import nncf_installed
 
 STAGE_KEYS = {'p50', 'p99', 'max', 'mean'}
 
@@ -121,7 +121,7 @@ def test_targets(monkeypatch):
     targets, auto, _ = pipeline.bench_targets(['all'], 'cpu', flags=AMX)
     if common.runtime_available('openvino'):
         # AMX: int8 where NNCF can quantise, bf16 timed beside it
-        fastest = 'int8' if importlib.util.find_spec('nncf') else 'bf16'
+        fastest = 'int8' if nncf_installed() else 'bf16'
         assert ('openvino', 'cpu', 'bf16') in targets and auto == ('openvino', 'cpu', fastest)
     assert ('torch-channels-last', 'cpu', 'bf16') in targets
     assert pipeline.bench_targets(['torch'], 'cpu')[:2] == ([('torch', 'cpu', 'fp32')], None)

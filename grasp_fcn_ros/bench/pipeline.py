@@ -114,19 +114,17 @@ def bench_targets(backends, device, flags=None):
     :returns: ``(targets, auto_target, notes)``; ``auto_target`` is None when ``auto`` was
         not asked for.
     """
-    import importlib.util
-
     import torch
 
     from ..core.devices import native_bf16, resolve_device
     from ..core.model import ModelError
-    from ..core.runtime import BACKENDS, choose_runtime
+    from ..core.runtime import BACKENDS, choose_runtime, nncf_installed
 
     if list(backends) == ['all']:
         specs = [f'{name}:fp32' for name in BACKENDS]
         if native_bf16(flags):
             specs += ['torch-channels-last:bf16', 'openvino:bf16']
-        if importlib.util.find_spec('nncf') is not None:
+        if nncf_installed():
             specs.append('openvino:int8')
         specs.append('auto')
     else:
