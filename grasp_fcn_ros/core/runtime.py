@@ -151,14 +151,13 @@ def choose_precision(backend, device, precision='auto', flags=None, nncf_availab
                     nncf_available = nncf_installed()
                 if not nncf_available:
                     int8, missing = None, ' (int8 needs NNCF: pip install nncf)'
+            bf16 = 'native bf16 (AMX/AVX512-BF16)' if native_bf16(flags) else None
             # int8 dot products outrun bf16 (AMX: network 18 against 28 ms); bf16 outruns
             # int8 through AVX2's multiply-adds, where a CPU has both
-            dot = bool(int8) and native_int8(flags)
-            wanted = [('int8', int8) if dot else None,
-                      ('bf16', 'native bf16 (AMX/AVX512-BF16)') if native_bf16(flags) else None,
-                      ('int8', int8) if int8 and not dot else None]
-        for candidate in filter(None, wanted):
-            name, why = candidate
+            ranked = ([('int8', int8), ('bf16', bf16)] if native_int8(flags)
+                      else [('bf16', bf16), ('int8', int8)])
+            wanted = [(name, why) for name, why in ranked if why]
+        for name, why in wanted:
             if name in supported and (family, name) in VERIFIED:
                 return name, why
         return 'fp32', ('no faster verified precision for this backend and CPU' + missing
