@@ -620,8 +620,11 @@ class GraspDetectorNode(Node):
                       'no recorded training scale: scale_mode metric uses crop_size')
         prepare = ''
         if hasattr(backend, 'prepare_s'):
-            prepare = (', export loaded from the cache' if getattr(backend, 'cached', False)
-                       else f', exported on this start in {backend.prepare_s:.1f} s (cached '
+            int8 = getattr(backend, 'precision', '') == 'int8'
+            made = 'exported and quantised' if int8 else 'exported'
+            prepare = (f", {'int8 network' if int8 else 'export'} loaded from the cache"
+                       if getattr(backend, 'cached', False)
+                       else f', {made} on this start in {backend.prepare_s:.1f} s (cached '
                        'for the next)')
         choice = getattr(backend, 'choice', None)
         reason = f' ({choice.reason})' if choice is not None else ''

@@ -8,7 +8,7 @@ import pytest
 
 from grasp_fcn_ros.bench import common, pipeline, ros
 from grasp_fcn_ros.cli import main
-from grasp_fcn_ros.core.runtime import nncf_installed
+from grasp_fcn_ros.core.runtime import nncf_installed, runtime_installed
 
 STAGE_KEYS = {'p50', 'p99', 'max', 'mean'}
 
@@ -119,7 +119,7 @@ def test_targets(monkeypatch):
     assert not any(t[2] == 'bf16' for t in targets)  # no native bf16: not timed
     assert auto in targets and any(note.startswith('auto chooses') for note in notes)
     targets, auto, _ = pipeline.bench_targets(['all'], 'cpu', flags=AMX)
-    if common.runtime_available('openvino'):
+    if runtime_installed('openvino'):
         # AMX: int8 where NNCF can quantise, bf16 timed beside it
         fastest = 'int8' if nncf_installed() else 'bf16'
         assert ('openvino', 'cpu', 'bf16') in targets and auto == ('openvino', 'cpu', fastest)

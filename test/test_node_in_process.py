@@ -207,3 +207,20 @@ def test_an_int8_calibration_folder_without_depth_frames_is_refused(detector, tm
         assert 'keeping the current model' in result.reason
     assert {k: node._values[k] for k in ('backend', 'precision', 'int8_calibration')} == {
         k: before[k] for k in ('backend', 'precision', 'int8_calibration')}
+
+
+def test_start_up_line_says_whether_the_network_was_made_or_read_from_the_cache():
+    def backend(precision, cached, prepare_s=12.3):
+        return types.SimpleNamespace(
+            name='openvino', precision=precision, device='cpu', cached=cached,
+            prepare_s=prepare_s, config=types.SimpleNamespace(metres_per_pixel=0.002),
+            choice=types.SimpleNamespace(reason='int8 multiply-adds (AVX2, no VNNI)'))
+
+    line = GraspDetectorNode._describe_backend(backend('int8', cached=False))
+    assert line.startswith('openvino int8 on cpu (int8 multiply-adds (AVX2, no VNNI))')
+    assert 'exported and quantised on this start in 12.3 s' in line
+    assert 'int8 network loaded from the cache' in GraspDetectorNode._describe_backend(
+        backend('int8', cached=True))
+    fp32 = GraspDetectorNode._describe_backend(backend('fp32', cached=False, prepare_s=1.0))
+    assert 'exported on this start in 1.0 s' in fp32 and 'quantised' not in fp32
+    assert '2.000 mm per network pixel' in fp32

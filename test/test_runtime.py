@@ -175,11 +175,20 @@ def test_openvino_bf16_matches_fp32(reference, frames):
 
 
 @pytest.mark.skipif(not (HAS_OPENVINO and HAS_NNCF), reason='needs OpenVINO and NNCF')
-def test_int8_is_quantised_once_then_cached(reference, frames):
+def test_int8_is_quantised_once_then_cached(reference, frames, capfd):
+    import logging
+
+    import nncf  # noqa: F401  (its logger's own level, set on import)
+
     calibration = frames[:1]
+    nncf_level = logging.getLogger('nncf').level
     first = create_backend(default_model_path(), 'openvino', 'cpu', 'int8',
                            calibration=calibration)
     assert first.precision == 'int8' and not first.cached
+    # NNCF's information lines stay out of a node's log; its own level is put back
+    out, err = capfd.readouterr()
+    assert 'INFO:nncf' not in out + err
+    assert logging.getLogger('nncf').level == nncf_level
     assert 'int8' in os.path.basename(first.path) and os.path.isfile(first.path)
     again = create_backend(default_model_path(), 'openvino', 'cpu', 'int8',
                            calibration=calibration)

@@ -108,18 +108,6 @@ def machine_info():
     return info
 
 
-def runtime_available(backend):
-    """Whether the runtime a backend needs (ONNX Runtime, OpenVINO) is installed."""
-    module = {'onnxruntime': 'onnxruntime', 'openvino': 'openvino'}.get(backend)
-    if module is None:
-        return True
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
 def resolve_model(model, tmp):
     """The checkpoint to time: a file, or ``random`` for seeded random weights written into
     the folder ``tmp``.

@@ -22,7 +22,6 @@ from .common import (
     FRAME_ID,
     intrinsics_for,
     machine_info,
-    runtime_available,
     summarise,
 )
 
@@ -118,7 +117,7 @@ def bench_targets(backends, device, flags=None):
 
     from ..core.devices import native_bf16, resolve_device
     from ..core.model import ModelError
-    from ..core.runtime import BACKENDS, choose_runtime, nncf_installed
+    from ..core.runtime import BACKENDS, choose_runtime, nncf_installed, runtime_installed
 
     if list(backends) == ['all']:
         specs = [f'{name}:fp32' for name in BACKENDS]
@@ -150,7 +149,7 @@ def bench_targets(backends, device, flags=None):
         specs.append(f'{choice.backend}:{choice.precision}')
     for spec in specs:
         name, precision = _parse_spec(spec)
-        if not runtime_available(name):
+        if not runtime_installed(name):
             notes.append(f'{name}: runtime not installed, skipped')
             continue
         for dev in devices:

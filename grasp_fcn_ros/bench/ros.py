@@ -21,7 +21,6 @@ from .common import (
     FRAME_ID,
     intrinsics_for,
     machine_info,
-    runtime_available,
     summarise,
 )
 
@@ -179,6 +178,7 @@ def run_ros_bench(args, model_path, frames, backends):
     """``bench --ros``: one node process per runtime (``backend[:precision]``, or ``auto``),
     frames published at ``--rate`` Hz."""
     from ..core.backends import BACKENDS
+    from ..core.runtime import runtime_installed
 
     names = list(BACKENDS) + ['auto'] if backends == ['all'] else backends
     env, transport_note = ros_environment(transport=args.transport)
@@ -198,7 +198,7 @@ def run_ros_bench(args, model_path, frames, backends):
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(publisher.node)
         for backend in names:
-            if backend != 'auto' and not runtime_available(backend.partition(':')[0]):
+            if backend != 'auto' and not runtime_installed(backend):
                 notes.append(f'{backend}: runtime not installed, skipped')
                 continue
             log = tempfile.TemporaryFile(mode='w+')

@@ -29,8 +29,10 @@ calibration inputs and of these settings (see :func:`~.export.cached_int8`), so 
 quantises on its first start only.
 """
 
+import contextlib
 import glob
 import hashlib
+import logging
 import os
 
 import numpy as np
@@ -131,6 +133,18 @@ def input_layers(model):
     return names
 
 
+@contextlib.contextmanager
+def _log_level(name, level):
+    """Raise the level of the logger ``name`` while the block runs, then put it back."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(max(level, before))
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 def quantize_openvino(xml_path, inputs, output_xml):
     """Quantise an fp32 OpenVINO IR to int8 with NNCF, calibrated on ``inputs``.
 
@@ -138,6 +152,9 @@ def quantize_openvino(xml_path, inputs, output_xml):
     :param inputs: calibration inputs, see :func:`calibration_inputs`.
     :param output_xml: the int8 IR to write (its ``.bin`` beside it).
     :returns: ``output_xml``.
+
+    NNCF's information lines (one per kept layer, the algorithms it runs) are held back: a
+    node's log gets the quantisation's time from the caller, and NNCF's warnings and errors.
     """
     nncf = _import_nncf()
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
@@ -145,11 +162,12 @@ def quantize_openvino(xml_path, inputs, output_xml):
 
     model = ov.Core().read_model(xml_path)
     kept = input_layers(model) if QUANTIZATION_SETTINGS['fp32_input_layer'] else []
-    quantized = nncf.quantize(
-        model, nncf.Dataset(list(inputs)), subset_size=len(inputs),
-        preset=nncf.QuantizationPreset(QUANTIZATION_SETTINGS['preset']),
-        ignored_scope=nncf.IgnoredScope(names=kept) if kept else None,
-        advanced_parameters=AdvancedQuantizationParameters(
-            overflow_fix=OverflowFix(QUANTIZATION_SETTINGS['overflow_fix'])))
+    with _log_level('nncf', logging.WARNING):
+        quantized = nncf.quantize(
+            model, nncf.Dataset(list(inputs)), subset_size=len(inputs),
+            preset=nncf.QuantizationPreset(QUANTIZATION_SETTINGS['preset']),
+            ignored_scope=nncf.IgnoredScope(names=kept) if kept else None,
+            advanced_parameters=AdvancedQuantizationParameters(
+                overflow_fix=OverflowFix(QUANTIZATION_SETTINGS['overflow_fix'])))
     ov.save_model(quantized, output_xml, compress_to_fp16=False)
     return output_xml

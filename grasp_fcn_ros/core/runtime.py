@@ -71,9 +71,18 @@ class RuntimeChoice:
         return f'{self.backend} {self.precision} on {self.device}: {self.reason}'
 
 
-def _openvino_installed():
+#: The module each exported backend runs on.
+_RUNTIME_MODULES = {'onnxruntime': 'onnxruntime', 'openvino': 'openvino'}
+
+
+def runtime_installed(backend):
+    """Whether the runtime an exported backend needs (ONNX Runtime, OpenVINO) imports here;
+    True for the PyTorch backends, which need nothing more."""
+    module = _RUNTIME_MODULES.get(_family(str(backend).partition(':')[0]))
+    if module is None:
+        return True
     try:
-        import openvino  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
         return False
     return True
@@ -115,7 +124,7 @@ def choose_backend(backend, device, openvino_available=None):
     if resolved.startswith('cuda'):
         return 'torch', resolved, 'CUDA device'
     if openvino_available is None:
-        openvino_available = _openvino_installed()
+        openvino_available = runtime_installed('openvino')
     if openvino_available:
         return 'openvino', 'cpu', 'CPU, OpenVINO installed'
     return 'torch-channels-last', 'cpu', 'CPU, OpenVINO not installed'
