@@ -139,11 +139,38 @@ def test_detector_runs_on_an_exported_backend(random_model_path):
 def test_inference_graph_merges_the_heads_and_keeps_the_outputs(bn_model_path):
     model, _ = load_model(bn_model_path)
     graph = export.inference_graph(model)
-    assert len(graph.heads) == 1 and graph.heads[0].out_channels == 4
+    # one head of four maps, each computed as four sub-pixel phases
+    assert len(graph.heads) == 1 and graph.heads[0].conv.out_channels == 4 * 4
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in graph.modules())
     assert len(model.heads) == 4  # the original is untouched
     x = torch.randn(1, 1, 400, 400) * 0.1
     with torch.no_grad():
         torch.testing.assert_close(graph(x), model(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('kernel, stride, padding, output_padding, bias', [
+    (9, 1, 4, 0, True), (3, 1, 1, 0, False),  # the decoder's first level
+    (3, 2, 1, 0, True),  # 13 -> 25
+    (5, 2, 2, 1, True), (3, 2, 1, 1, True),  # 25 -> 50 ... and the heads
+    (4, 2, 1, 0, True), (5, 3, 1, 2, False),  # even kernels, other strides
+])
+def test_sub_pixel_convolution_equals_the_transposed_one(kernel, stride, padding,
+                                                         output_padding, bias):
+    torch.manual_seed(kernel * 10 + stride)
+    deconv = torch.nn.ConvTranspose2d(3, 5, kernel, stride, padding, output_padding,
+                                      bias=bias).eval()
+    conv = export.SubPixelConv(deconv).eval()
+    for size in (13, 25, 6):
+        x = torch.randn(2, 3, size, size + 1)
+        with torch.no_grad():
+            expected, got = deconv(x), conv(x)
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sub_pixel_convolution_refuses_what_it_cannot_compute():
+    with pytest.raises(ModelError, match='square'):
+        export.SubPixelConv(torch.nn.ConvTranspose2d(2, 2, 3, 2, groups=2))
 
 
 def test_torch_backend_can_run_the_inference_graph(random_model_path, network_inputs):
