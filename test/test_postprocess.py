@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -50,6 +51,34 @@ def test_nothing_above_threshold_and_nan():
     q = np.full((20, 20), 0.1, np.float32)
     q[5, 5] = np.nan
     assert find_peaks(q, 0.5, 3, 5).shape == (0, 2)
+
+
+def _peaks_over_the_whole_map(quality, threshold, d, max_peaks):
+    """find_peaks written as a comparison of whole maps (the definition)."""
+    quality = np.nan_to_num(np.asarray(quality, dtype=np.float32), nan=-np.inf)
+    dilated = cv2.dilate(quality, np.ones((2 * d + 1, 2 * d + 1), np.uint8),
+                         borderType=cv2.BORDER_CONSTANT, borderValue=-np.inf)
+    candidates = np.argwhere((quality >= dilated) & (quality >= threshold)
+                             & np.isfinite(quality))
+    candidates = candidates[np.argsort(-quality[tuple(candidates.T)], kind='stable')]
+    kept = []
+    while len(candidates) and len(kept) < max_peaks:
+        kept.append(candidates[0])
+        candidates = candidates[((candidates - candidates[0]) ** 2).sum(axis=1) > d * d]
+    return np.array(kept, dtype=np.int64).reshape(-1, 2)
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_peaks_read_above_the_threshold_only_equal_the_whole_map_definition(seed):
+    rng = np.random.default_rng(seed)
+    q = smooth(rng.random((120, 90)).astype(np.float32) ** 4, 2.0)
+    q[rng.random(q.shape) < 0.01] = 0.9  # ties and plateaus
+    if seed % 2:  # NaN and infinities (a broken network output) take the careful path
+        q[rng.random(q.shape) < 0.02] = np.nan
+        q[3, 4], q[60, 50] = np.inf, -np.inf
+    for threshold, d in ((0.05, 3), (0.2, 10), (0.0, 1)):
+        np.testing.assert_array_equal(find_peaks(q, threshold, d, 25),
+                                      _peaks_over_the_whole_map(q, threshold, d, 25))
 
 
 def test_maps_from_output_angle_and_width():
