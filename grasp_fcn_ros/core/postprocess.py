@@ -197,23 +197,25 @@ def find_peaks(quality, threshold, min_distance_px, max_peaks):
     :returns: int array (K, 2) of (row, col), K <= max_peaks.
     """
     quality = np.asarray(quality, dtype=np.float32)
-    if not np.isfinite(quality.sum(dtype=np.float64)):  # a NaN or inf somewhere (rare)
+    finite = bool(np.isfinite(quality.sum(dtype=np.float64)))
+    if not finite:  # a NaN or inf somewhere (a broken network output): NaN is never a peak
         quality = np.nan_to_num(quality, nan=-np.inf)
     d = max(int(min_distance_px), 1)
     # only pixels above the threshold can be peaks: the local-maximum test reads those alone
-    above = np.flatnonzero(quality >= threshold)
-    above = above[np.isfinite(quality.ravel()[above])]
+    flat = quality.ravel()
+    above = np.flatnonzero(flat >= threshold)
+    if not finite:
+        above = above[np.isfinite(flat[above])]
     if above.size == 0 or max_peaks <= 0:
         return np.zeros((0, 2), dtype=np.int64)
     kernel = np.ones((2 * d + 1, 2 * d + 1), np.uint8)
     dilated = cv2.dilate(quality, kernel, borderType=cv2.BORDER_CONSTANT,
                          borderValue=-np.inf)
-    above = above[quality.ravel()[above] >= dilated.ravel()[above]]
+    above = above[flat[above] >= dilated.ravel()[above]]
     if above.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
+    above = above[np.argsort(-flat[above], kind='stable')]
     candidates = np.stack(np.divmod(above, quality.shape[1]), axis=1)
-    order = np.argsort(-quality[candidates[:, 0], candidates[:, 1]], kind='stable')
-    candidates = candidates[order]
     kept = []
     while candidates.shape[0] and len(kept) < max_peaks:
         best = candidates[0]
