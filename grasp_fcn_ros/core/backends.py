@@ -75,8 +75,8 @@ class TorchBackend:
     :param compile: wrap the network in ``torch.compile`` (the first frames take long).
     :param pinned: page-locked host buffers for transfers (CUDA only).
     :param fuse_heads: run :func:`~grasp_fcn_ros.core.export.inference_graph` (the four heads
-        merged into one convolution, as the exported backends do) instead of the network as
-        trained.
+        merged into one convolution, transposed convolutions as convolutions, as the exported
+        backends do) instead of the network as trained.
     :param half: same as ``precision='fp16'``.
     """
 
