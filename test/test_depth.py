@@ -8,7 +8,9 @@ from grasp_fcn_ros.core.depth import (
     encode_depth,
     inpaint,
     invalid_mask,
+    median,
     normalise,
+    percentile,
     read_depth_image,
 )
 
@@ -75,6 +77,35 @@ def test_invalid_mask_flags_nan_inf_zero_negative_and_range():
     d = np.array([np.nan, np.inf, 0.0, -1.0, 0.05, 0.5, 9.0], np.float32)
     np.testing.assert_array_equal(invalid_mask(d), [1, 1, 1, 1, 0, 0, 0])
     np.testing.assert_array_equal(invalid_mask(d, 0.1, 5.0), [1, 1, 1, 1, 1, 0, 1])
+
+
+def test_invalid_mask_range_path_agrees_with_the_full_test():
+    # with 0 < min and a finite max only the two range comparisons run
+    d = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, -1.0, 0.1, 0.0999, 5.0, 5.0001,
+                  1.0], np.float32)
+    np.testing.assert_array_equal(invalid_mask(d, 0.1, 5.0),
+                                  [1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0])
+    rng = np.random.default_rng(3)
+    d = rng.choice(np.array([np.nan, np.inf, -np.inf, 0.0, -2.0, 0.05, 0.7, 6.0, 1.3],
+                            np.float32), (64, 64))
+    full = ~(np.isfinite(d) & (d > 0) & (d >= 0.1) & (d <= 5.0))
+    np.testing.assert_array_equal(invalid_mask(d, 0.1, 5.0), full)
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_median_and_percentile_equal_numpys(dtype):
+    rng = np.random.default_rng(0)
+    for n in list(range(1, 12)) + [25, 200, 401]:
+        values = rng.normal(1.0, 0.3, n).astype(dtype)
+        values[::3] = np.round(values[::3], 1)  # ties
+        got = median(values)
+        assert got == np.median(values) and got.dtype == np.median(values).dtype
+        for q in (0.0, 5.0, 25.0, 50.0, 62.5, 90.0, 100.0):
+            assert percentile(values, q) == np.percentile(values.astype(np.float64), q)
+    with pytest.raises(ValueError):
+        median(np.zeros(0))
+    with pytest.raises(ValueError):
+        percentile(np.zeros(0), 50.0)
 
 
 def test_inpaint_continues_a_ramp_across_a_hole():

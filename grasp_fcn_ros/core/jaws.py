@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .depth import invalid_mask
+from .depth import invalid_mask, percentile
 
 #: Percentile of the scene's heights under a footprint compared with the grasp's (the median:
 #: robust to noisy pixels and to the object's own edge at the footprint's border), percent.
@@ -74,6 +74,8 @@ def _sampled_points(depth_m, intrinsics, window, stride_px, min_depth_m, max_dep
     valid = ~invalid_mask(z, min_depth_m, max_depth_m)
     rows, cols = np.nonzero(valid)
     points = intrinsics.back_project(cols * stride_px + c0, rows * stride_px + r0, z[valid])
+    if np.isfinite(points).all():  # the usual case, one flat test instead of one per row
+        return points
     return points[np.all(np.isfinite(points), axis=1)]
 
 
@@ -278,7 +280,7 @@ def jaws_clear(pose, depth_m, intrinsics, config, min_depth_m=0.0, max_depth_m=n
         levels = levels[np.isfinite(levels)]
         if levels.size == 0:
             return False, f'no valid depth under the {name} jaw'
-        top_m = float(np.percentile(levels, FOOTPRINT_PERCENTILE))
+        top_m = percentile(levels, FOOTPRINT_PERCENTILE)
         if top_m > grasp_level - clearance_m:
             short_m = top_m - (grasp_level - clearance_m)
             return False, f'the {name} jaw lands {short_m:.3f} m short of the clearance'

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .depth import invalid_mask
+from .depth import invalid_mask, median
 from .grasp import direction
 
 
@@ -66,7 +66,7 @@ def robust_depth(depth_m, u, v, radius_px=2, min_depth_m=0.0, max_depth_m=np.inf
     values = window[~invalid_mask(window, min_depth_m, max_depth_m)]
     if values.size == 0:
         return None
-    return float(np.median(values))
+    return float(median(values))
 
 
 def matrix_to_quaternion(rotation):
@@ -99,20 +99,29 @@ def quaternion_to_matrix(quaternion):
         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
+def _frame_from_rays(centre_ray, along_ray):
+    """Rotation (columns X, Y, Z) from the camera ray through a grasp's centre and the ray
+    through a point one pixel along its closing direction (both at depth 1)."""
+    z_axis = centre_ray / np.linalg.norm(centre_ray)
+    along = along_ray - centre_ray
+    x_axis = along - np.dot(along, z_axis) * z_axis
+    x_axis /= np.linalg.norm(x_axis)
+    # Z x X, written out (np.cross costs more than the rest of the frame on 3-vectors)
+    y_axis = np.array([z_axis[1] * x_axis[2] - z_axis[2] * x_axis[1],
+                       z_axis[2] * x_axis[0] - z_axis[0] * x_axis[2],
+                       z_axis[0] * x_axis[1] - z_axis[1] * x_axis[0]])
+    return np.stack([x_axis, y_axis, z_axis], axis=1)
+
+
 def grasp_frame(intrinsics, u, v, angle_rad):
     """Rotation (columns X, Y, Z) of a grasp at pixel (u, v) with in-image angle ``angle_rad``.
 
     Z is the unit camera ray through the pixel; X is the image direction of the angle carried
     onto the plane normal to Z; Y = Z x X.
     """
-    z_axis = intrinsics.back_project(u, v, 1.0)
-    z_axis /= np.linalg.norm(z_axis)
     du, dv = direction(angle_rad)
-    along = intrinsics.back_project(u + du, v + dv, 1.0) - intrinsics.back_project(u, v, 1.0)
-    x_axis = along - np.dot(along, z_axis) * z_axis
-    x_axis /= np.linalg.norm(x_axis)
-    y_axis = np.cross(z_axis, x_axis)
-    return np.stack([x_axis, y_axis, z_axis], axis=1)
+    rays = intrinsics.back_project([u, u + du], [v, v + dv], 1.0)
+    return _frame_from_rays(rays[0], rays[1])
 
 
 def project_grasp(grasp, depth_m, intrinsics, depth_radius_px=2, min_depth_m=0.0,
@@ -131,12 +140,17 @@ def project_grasp(grasp, depth_m, intrinsics, depth_radius_px=2, min_depth_m=0.0
     z = robust_depth(depth_m, grasp.u, grasp.v, depth_radius_px, min_depth_m, max_depth_m)
     if z is None:
         return None
-    position = intrinsics.back_project(grasp.u, grasp.v, z)
-    half = direction(grasp.angle) * grasp.width_px / 2
-    jaws = intrinsics.back_project([grasp.u - half[0], grasp.u + half[0]],
-                                   [grasp.v - half[1], grasp.v + half[1]], z)
+    du, dv = direction(grasp.angle)
+    half_u, half_v = du * grasp.width_px / 2, dv * grasp.width_px / 2
+    u, v = grasp.u, grasp.v
+    # one call for the centre and the jaws at the centre's depth, and the two rays of the
+    # frame (grasp_frame's) at depth 1
+    points = intrinsics.back_project([u, u - half_u, u + half_u, u, u + du],
+                                     [v, v - half_v, v + half_v, v, v + dv],
+                                     [z, z, z, 1.0, 1.0])
+    position, jaws = points[0], points[1:3]
     width_m = float(np.linalg.norm(jaws[1] - jaws[0]))
-    rotation = grasp_frame(intrinsics, grasp.u, grasp.v, grasp.angle)
+    rotation = _frame_from_rays(points[3], points[4])
     quaternion = matrix_to_quaternion(rotation)
     if not (np.all(np.isfinite(position)) and np.all(np.isfinite(quaternion))
             and np.isfinite(width_m)):
