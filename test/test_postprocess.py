@@ -153,6 +153,19 @@ def test_smooth_at_equals_the_whole_blur_at_those_pixels(sigma):
     np.testing.assert_allclose(smooth_at(image, sigma, rows, cols), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize('sigma', [0.0, 1.0, 2.0])
+def test_smooth_at_applies_a_pointwise_function_before_the_blur(sigma):
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=(40, 50)).astype(np.float32)
+    rows, cols = np.array([0, 39, 20, 3]), np.array([0, 49, 25, 47])
+
+    def clipped(values):
+        return np.clip(values, 0.0, 1.0)
+
+    np.testing.assert_array_equal(smooth_at(image, sigma, rows, cols, clipped),
+                                  smooth_at(clipped(image), sigma, rows, cols))
+
+
 def test_network_maps_read_at_peaks_equal_the_whole_maps():
     rng = np.random.default_rng(1)
     output = rng.uniform(-0.2, 1.2, size=(4, 80, 80)).astype(np.float32)

@@ -182,12 +182,14 @@ def median(values):
 
 
 def percentile(values, q):
-    """``np.percentile(values, q)`` of a 1-D array (linear interpolation, numpy's rounding),
-    by one partition; see :func:`median` for why.
+    """``np.percentile(values, q)`` of a 1-D array (linear interpolation), the same value in
+    the same dtype (float32 stays float32), by one partition; see :func:`median` for why.
 
     :param q: percent, 0 to 100.
     """
-    values = np.asarray(values, dtype=np.float64).ravel()
+    values = np.asarray(values).ravel()
+    if not np.issubdtype(values.dtype, np.inexact):
+        values = values.astype(np.float64)
     n = values.size
     if n == 0:
         raise ValueError('percentile of no values')
@@ -196,8 +198,10 @@ def percentile(values, q):
     hi = min(lo + 1, n - 1)
     part = np.partition(values, (lo, hi) if hi != lo else lo)
     a, b, t = part[lo], part[hi], index - lo
-    # numpy's lerp: from the nearer end, so that t = 0 and t = 1 give a and b exactly
-    return float(b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t)
+    # numpy's lerp, in the values' dtype: from the nearer end, so that t = 0 and t = 1 give
+    # a and b exactly
+    diff = b - a
+    return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
 
 
 def inpaint(depth_m, mask, radius_px=1):

@@ -280,7 +280,7 @@ def jaws_clear(pose, depth_m, intrinsics, config, min_depth_m=0.0, max_depth_m=n
         levels = levels[np.isfinite(levels)]
         if levels.size == 0:
             return False, f'no valid depth under the {name} jaw'
-        top_m = percentile(levels, FOOTPRINT_PERCENTILE)
+        top_m = float(percentile(levels, FOOTPRINT_PERCENTILE))
         if top_m > grasp_level - clearance_m:
             short_m = top_m - (grasp_level - clearance_m)
             return False, f'the {name} jaw lands {short_m:.3f} m short of the clearance'

@@ -72,15 +72,21 @@ def _kernel_size(sigma_px):
     return int(round(sigma_px * 4 * 2 + 1)) | 1
 
 
-def smooth_at(image, sigma_px, rows, cols):
+def smooth_at(image, sigma_px, rows, cols, pointwise=None):
     """:func:`smooth`'s value at some pixels only: the same Gaussian and border rule, summed
     over each pixel's neighbourhood (the cost grows with the pixels asked for, not the image).
 
+    :param pointwise: an element-wise function (such as ``np.maximum(x, 0)``) applied to the
+        image before it is smoothed, on the pixels read only: ``smooth_at(image, s, r, c, f)``
+        equals ``smooth_at(f(image), s, r, c)`` without computing ``f`` over the whole image.
     :returns: float64 array like ``rows``.
     """
     rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+    if pointwise is None:
+        def pointwise(values):
+            return values
     if sigma_px <= 0:
-        return image[rows, cols].astype(np.float64)
+        return pointwise(image[rows, cols]).astype(np.float64)
     size = _kernel_size(sigma_px)
     kernel = cv2.getGaussianKernel(size, float(sigma_px), cv2.CV_32F).ravel().astype(np.float64)
     offsets = np.arange(size) - size // 2
@@ -93,7 +99,7 @@ def smooth_at(image, sigma_px, rows, cols):
 
     r = reflect(rows[:, None] + offsets, height)  # (K, size)
     c = reflect(cols[:, None] + offsets, width)
-    patches = image[r[:, :, None], c[:, None, :]].astype(np.float64)  # (K, size, size)
+    patches = pointwise(image[r[:, :, None], c[:, None, :]]).astype(np.float64)  # (K, s, s)
     return np.einsum('kij,i,j->k', patches, kernel, kernel)
 
 
@@ -145,9 +151,17 @@ class NetworkMaps(GraspMaps):
         width = np.where(np.isfinite(width), np.minimum(width, 1.0), np.nan)
         return (width * self._max_width_px).astype(np.float32)
 
+    @staticmethod
+    def _width_input(width):
+        return np.maximum(width, 0.0)
+
+    @staticmethod
+    def _quality_input(quality):
+        return np.clip(quality, 0.0, 1.0)
+
     def _inputs(self):
         out = self._output
-        return (out[1], out[2], np.maximum(out[3], 0.0), np.clip(out[0], 0.0, 1.0))
+        return (out[1], out[2], self._width_input(out[3]), self._quality_input(out[0]))
 
     @property
     def angle(self):
@@ -168,12 +182,14 @@ class NetworkMaps(GraspMaps):
     def values_at(self, rows, cols):
         if self._angle is not None and self._width is not None:
             return super().values_at(rows, cols)
-        cos2, sin2, width, raw_quality = self._inputs()
+        out = self._output
         a_sigma, w_sigma = self._config.angle_sigma_px, self._config.width_sigma_px
-        angle = self._angle_from(smooth_at(cos2, a_sigma, rows, cols),
-                                 smooth_at(sin2, a_sigma, rows, cols))
-        width = self._width_from(smooth_at(width, w_sigma, rows, cols),
-                                 smooth_at(raw_quality, w_sigma, rows, cols))
+        angle = self._angle_from(smooth_at(out[1], a_sigma, rows, cols),
+                                 smooth_at(out[2], a_sigma, rows, cols))
+        # the width's and quality's clipping on the pixels read only
+        width = self._width_from(
+            smooth_at(out[3], w_sigma, rows, cols, self._width_input),
+            smooth_at(out[0], w_sigma, rows, cols, self._quality_input))
         return angle, width
 
     def usable(self):

@@ -16,7 +16,7 @@ offset) and inside the image; its mapping back to source pixels is the exact
 
 import numpy as np
 
-from .depth import invalid_mask
+from .depth import invalid_mask, percentile
 from .geometry import CropTransform, GeometryError
 
 #: Scene-depth statistics over the valid depth of the window: name -> percentile.
@@ -57,7 +57,7 @@ def scene_depth(depth_m, transform, statistic='median', min_depth_m=0.0, max_dep
     values = window[~invalid_mask(window, min_depth_m, max_depth_m)]
     if values.size == 0:
         return None
-    return float(np.percentile(values, SCENE_DEPTH_STATISTICS[statistic]))
+    return float(percentile(values, SCENE_DEPTH_STATISTICS[statistic]))
 
 
 def metres_per_pixel(depth_m, transform, intrinsics, statistic='median', min_depth_m=0.0,
