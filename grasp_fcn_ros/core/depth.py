@@ -221,12 +221,14 @@ def inpaint(depth_m, mask, radius_px=1):
         return depth_m.copy()
     if mask.all():
         raise DepthError('no valid depth pixel in the image')
-    filled = np.where(mask, 0.0, depth_m).astype(np.float32)
-    scale = float(np.abs(filled).max())
-    padded = cv2.copyMakeBorder(filled / scale, 1, 1, 1, 1, cv2.BORDER_DEFAULT)
-    padded_mask = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_DEFAULT)
+    filled = np.where(mask, np.float32(0.0), depth_m)
+    scale = float(max(filled.max(), -filled.min()))
+    np.divide(filled, np.float32(scale), out=filled)
+    padded = cv2.copyMakeBorder(filled, 1, 1, 1, 1, cv2.BORDER_DEFAULT)
+    padded_mask = cv2.copyMakeBorder(np.ascontiguousarray(mask, dtype=bool).view(np.uint8), 1, 1, 1, 1,
+                                     cv2.BORDER_DEFAULT)
     result = cv2.inpaint(padded, padded_mask, radius_px, cv2.INPAINT_NS)
-    return (result[1:-1, 1:-1] * scale).astype(np.float32)
+    return np.multiply(result[1:-1, 1:-1], np.float32(scale))
 
 
 def normalise(depth_m, clip_m=1.0):
