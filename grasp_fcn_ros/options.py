@@ -2,10 +2,28 @@
 progress bar. The CLI and the benchmark both use them; neither imports the other for them."""
 
 
-def progress_bar():
-    """The progress bar factory of long offline work (tqdm)."""
+import functools
+import sys
+
+#: Into a log file (stderr not a terminal) a progress bar writes at most one update this often,
+#: seconds; on a terminal it redraws in place as often as tqdm likes.
+LOG_INTERVAL_S = 30.0
+
+
+def progress_bar(stream=None):
+    """The progress bar factory of long offline work (tqdm), for ``stream`` (default stderr).
+
+    On a terminal the bar redraws in place; written into a log (``grasp-fcn train ... > log
+    2>&1``) it updates at most every :data:`LOG_INTERVAL_S` seconds, so that an hour's run
+    leaves a few hundred updates in its log rather than one per batch.
+    """
     from tqdm import tqdm
-    return tqdm
+
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, 'isatty', None)
+    if isatty is not None and isatty():
+        return functools.partial(tqdm, file=stream)
+    return functools.partial(tqdm, file=stream, mininterval=LOG_INTERVAL_S)
 
 
 def detector_config(args):

@@ -225,8 +225,8 @@ def inpaint(depth_m, mask, radius_px=1):
     scale = float(max(filled.max(), -filled.min()))
     np.divide(filled, np.float32(scale), out=filled)
     padded = cv2.copyMakeBorder(filled, 1, 1, 1, 1, cv2.BORDER_DEFAULT)
-    padded_mask = cv2.copyMakeBorder(np.ascontiguousarray(mask, dtype=bool).view(np.uint8), 1, 1, 1, 1,
-                                     cv2.BORDER_DEFAULT)
+    mask_bytes = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)
+    padded_mask = cv2.copyMakeBorder(mask_bytes, 1, 1, 1, 1, cv2.BORDER_DEFAULT)
     result = cv2.inpaint(padded, padded_mask, radius_px, cv2.INPAINT_NS)
     return np.multiply(result[1:-1, 1:-1], np.float32(scale))
 
