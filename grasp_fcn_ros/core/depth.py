@@ -161,11 +161,12 @@ def invalid_mask(depth_m, min_depth_m=0.0, max_depth_m=np.inf):
         else:
             valid = np.isfinite(depth_m) & (depth_m > 0) & (depth_m >= min_depth_m) & (
                 depth_m <= max_depth_m)
-    return np.logical_not(valid, out=valid)
+    return np.logical_not(valid, out=valid) if isinstance(valid, np.ndarray) else ~valid
 
 
 def median(values):
-    """``np.median`` of a 1-D array, the same value in the same dtype, by one partition.
+    """``np.median`` of finite float values, the same value in the same dtype, by one
+    partition.
 
     numpy's general path costs more than the partition itself on the few dozen to few hundred
     depths of a grasp's neighbourhood or a jaw's footprint.
@@ -182,7 +183,7 @@ def median(values):
 
 
 def percentile(values, q):
-    """``np.percentile(values, q)`` of a 1-D array (linear interpolation), the same value in
+    """``np.percentile(values, q)`` of finite values (linear interpolation), the same value in
     the same dtype (float32 stays float32), by one partition; see :func:`median` for why.
 
     :param q: percent, 0 to 100.
