@@ -239,4 +239,5 @@ def normalise(depth_m, clip_m=1.0):
     :param clip_m: clip range in metres.
     """
     depth_m = np.asarray(depth_m, dtype=np.float32)
-    return np.clip(depth_m - depth_m.mean(), -clip_m, clip_m).astype(np.float32)
+    centred = depth_m - depth_m.mean()  # float32, a new array
+    return np.clip(centred, -clip_m, clip_m, out=centred)
