@@ -90,6 +90,9 @@ def test_invalid_mask_range_path_agrees_with_the_full_test():
                             np.float32), (64, 64))
     full = ~(np.isfinite(d) & (d > 0) & (d >= 0.1) & (d <= 5.0))
     np.testing.assert_array_equal(invalid_mask(d, 0.1, 5.0), full)
+    # bounds that float32 rounds to 0 and inf: zero and infinity stay invalid
+    d = np.array([0.0, np.inf, 1.0], np.float32)
+    np.testing.assert_array_equal(invalid_mask(d, 1e-300, 1e300), [1, 1, 0])
 
 
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])

@@ -153,11 +153,15 @@ def invalid_mask(depth_m, min_depth_m=0.0, max_depth_m=np.inf):
     :param max_depth_m: farthest usable depth, metres.
     """
     depth_m = np.asarray(depth_m)
-    with np.errstate(invalid='ignore'):
-        if min_depth_m > 0 and np.isfinite(max_depth_m):
+    with np.errstate(invalid='ignore', over='ignore'):
+        # the bounds as the comparisons see them: a float32 image compares in float32, where a
+        # tiny min_depth is 0 and a huge max_depth is inf
+        low, high = ((depth_m.dtype.type(min_depth_m), depth_m.dtype.type(max_depth_m))
+                     if depth_m.dtype.kind == 'f' else (min_depth_m, max_depth_m))
+        if low > 0 and np.isfinite(high):
             # the range alone decides: NaN fails both comparisons, infinities one of them, and
             # 0 the first (half the passes over the image)
-            valid = (depth_m >= min_depth_m) & (depth_m <= max_depth_m)
+            valid = (depth_m >= low) & (depth_m <= high)
         else:
             valid = np.isfinite(depth_m) & (depth_m > 0) & (depth_m >= min_depth_m) & (
                 depth_m <= max_depth_m)
