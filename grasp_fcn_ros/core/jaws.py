@@ -74,9 +74,10 @@ def _sampled_points(depth_m, intrinsics, window, stride_px, min_depth_m, max_dep
     valid = ~invalid_mask(z, min_depth_m, max_depth_m)
     rows, cols = np.nonzero(valid)
     points = intrinsics.back_project(cols * stride_px + c0, rows * stride_px + r0, z[valid])
-    if np.isfinite(points).all():  # the usual case, one flat test instead of one per row
+    finite = np.isfinite(points)
+    if finite.all():  # the usual case, one flat test instead of one per row
         return points
-    return points[np.all(np.isfinite(points), axis=1)]
+    return points[finite.all(axis=1)]
 
 
 def fit_support_plane(depth_m, intrinsics, min_depth_m=0.0, max_depth_m=np.inf, seed=0):

@@ -100,8 +100,12 @@ def quaternion_to_matrix(quaternion):
 
 
 def _frame_from_rays(centre_ray, along_ray):
-    """Rotation (columns X, Y, Z) from the camera ray through a grasp's centre and the ray
-    through a point one pixel along its closing direction (both at depth 1)."""
+    """Rotation (columns X, Y, Z) of a grasp from the camera ray through its centre pixel and
+    the ray through the pixel one step along its in-image closing direction (both at depth 1).
+
+    Z is the unit ray through the centre; X is the closing direction carried onto the plane
+    normal to Z; Y = Z x X.
+    """
     z_axis = centre_ray / np.linalg.norm(centre_ray)
     along = along_ray - centre_ray
     x_axis = along - np.dot(along, z_axis) * z_axis
@@ -111,17 +115,6 @@ def _frame_from_rays(centre_ray, along_ray):
                        z_axis[2] * x_axis[0] - z_axis[0] * x_axis[2],
                        z_axis[0] * x_axis[1] - z_axis[1] * x_axis[0]])
     return np.stack([x_axis, y_axis, z_axis], axis=1)
-
-
-def grasp_frame(intrinsics, u, v, angle_rad):
-    """Rotation (columns X, Y, Z) of a grasp at pixel (u, v) with in-image angle ``angle_rad``.
-
-    Z is the unit camera ray through the pixel; X is the image direction of the angle carried
-    onto the plane normal to Z; Y = Z x X.
-    """
-    du, dv = direction(angle_rad)
-    rays = intrinsics.back_project([u, u + du], [v, v + dv], 1.0)
-    return _frame_from_rays(rays[0], rays[1])
 
 
 def project_grasp(grasp, depth_m, intrinsics, depth_radius_px=2, min_depth_m=0.0,
@@ -144,7 +137,7 @@ def project_grasp(grasp, depth_m, intrinsics, depth_radius_px=2, min_depth_m=0.0
     half_u, half_v = du * grasp.width_px / 2, dv * grasp.width_px / 2
     u, v = grasp.u, grasp.v
     # one call for the centre and the jaws at the centre's depth, and the two rays of the
-    # frame (grasp_frame's) at depth 1
+    # pose's frame at depth 1
     points = intrinsics.back_project([u, u - half_u, u + half_u, u, u + du],
                                      [v, v - half_v, v + half_v, v, v + dv],
                                      [z, z, z, 1.0, 1.0])
