@@ -425,10 +425,19 @@ def test_missing_then_corrupt_model_keeps_node_up(client, processes, random_mode
     assert not result.successful and str(corrupt) in result.reason, result.reason
     assert process.alive()
 
+    start = process.log_offset()
     (result,) = client.set_parameters(topics.node_name, {'model_path': random_model_path})
     assert result.successful, result.reason
+    # loaded in the background: the first int8 load of a model quantises it (tens of seconds)
+    assert client.wait_for(
+        lambda: 'grasp model loaded' in process.log(start)
+        or 'cannot load' in process.log(start), STARTUP_S), process.log(start)
+    assert 'grasp model loaded' in process.log(start), process.log(start)
     depth, info = good_frame()
-    assert topics.serve(depth, info, WAIT_S)['grasps'][0].poses
+    stamp = depth.header.stamp
+    assert topics.send_until(depth, info, lambda: topics.served(stamp), WAIT_S), \
+        process.log(start)
+    assert topics.outputs(stamp)['grasps'][0].poses
     assert process.stop() == 0, process.log()
 
 
