@@ -266,6 +266,30 @@ def test_leading_convolutions_follow_every_path_from_the_input():
     assert sorted(leading_convolutions(model, 5)) == ['a', 'b', 'c', 'd']
 
 
+@pytest.mark.skipif(not HAS_OPENVINO, reason='needs OpenVINO')
+def test_the_network_cut_after_its_first_convolution_computes_the_same_maps(random_model_path,
+                                                                             tmp_path):
+    import openvino as ov
+
+    from grasp_fcn_ros.core.model import load_model
+
+    model, _ = load_model(random_model_path)
+    path = export.cached_export(model, 'openvino', str(tmp_path))
+    core = ov.Core()
+    head, tail = export.split_after_first_convolution(core, path)
+    # the head is the input layer and its bias, nothing more
+    assert [op.get_type_name() for op in head.get_ordered_ops()
+            if op.get_type_name() == 'Convolution'] == ['Convolution']
+    fp32 = {'INFERENCE_PRECISION_HINT': 'f32'}
+    whole = core.compile_model(path, 'CPU', fp32)
+    head, tail = (core.compile_model(part, 'CPU', fp32) for part in (head, tail))
+    image = np.random.default_rng(0).normal(0.0, 0.05, (1, 1, 400, 400)).astype(np.float32)
+    expected = whole(image)[0]
+    got = tail(head(image)[0])[0]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_int8_without_calibration_is_refused():
     pytest.importorskip('openvino')
     with pytest.raises(ModelError, match='calibration'):
