@@ -23,12 +23,14 @@ to fp32's (measured on the 80 Cornell images, README "Precision and accuracy"):
   int8 input is the largest error left: kept in fp32 as well, another cross-validation
   model's mean |dQ| fell from 0.0072 to 0.0019 and its p99 from 0.17 to 0.020 on the 80
   Cornell frames; keeping any other block in fp32 changed neither by more than 5 %. The two
-  are 15 % of the network's multiply-adds and run in fp32 (OpenVINO's fp32 inference
-  precision for the layers left unquantised): on an AMX CPU the int8 network took 17.0 ms
-  against 11.4 ms with the first alone in fp32. In bf16 they cost under 1 ms more, but the
-  first convolution then reads the depth in bf16 (8 significant bits) and the maps came out
-  further from fp32's than with the first alone in fp32 (mean |dQ| 0.0035 against 0.0027 on
-  the bundled frames; 0.0014 with both in fp32).
+  are 15 % of the network's multiply-adds. All in fp32 (OpenVINO's one inference precision
+  for the unquantised layers of a network) they took a third of the int8 network's time on
+  an AMX CPU; all in bf16 the first convolution reads the depth in bf16 (8 significant bits)
+  and the maps came out further from fp32's than with the first alone in fp32 (mean |dQ|
+  0.0035 against 0.0027 on the bundled frames; 0.0014 with both in fp32). So where the CPU
+  computes bf16 natively the network is cut after its first convolution, which runs in fp32,
+  and the second runs in bf16: the maps of the all-fp32 version at about a quarter of its
+  extra time (:func:`~grasp_fcn_ros.core.export.split_after_first_convolution`).
 - *Overflow fix on every layer*: weights use 7 of their 8 bits, so that the multiply-adds of
   CPUs without VNNI (AVX2's ``vpmaddubsw``) cannot saturate; the same IR then computes the
   same maps with and without VNNI, at no measured cost in accuracy.
