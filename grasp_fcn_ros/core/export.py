@@ -505,7 +505,7 @@ def split_after_first_convolution(core, path):
     if len(targets) == 1 and targets[0].get_node().get_type_name() == 'Add':
         cut = targets[0].get_node()  # the bias
     cut_name = cut.get_friendly_name()
-    tail = core.read_model(path)  # a second copy: the cut rewires it
+    tail = head.clone()  # a second copy: the cut rewires it
     tail_cut = next(op for op in tail.get_ordered_ops() if op.get_friendly_name() == cut_name)
     features = opset.parameter(tail_cut.output(0).get_partial_shape(),
                                tail_cut.output(0).get_element_type(), name='features')
