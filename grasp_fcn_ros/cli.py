@@ -127,7 +127,7 @@ def _train_config(args):
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        device=args.device, precision=args.precision, workers=args.workers,
                        threads=args.threads, init=args.init, synthetic=args.synthetic,
-                       synthetic_seed=args.synthetic_seed,
+                       synthetic_seed=args.synthetic_seed, ema=args.ema,
                        folds=args.folds, fold=args.fold, split=args.split,
                        object_map=args.object_map, augment=augment,
                        lr_schedule=args.lr_schedule, batch_renorm=args.batch_renorm,
@@ -310,6 +310,16 @@ def _at_least_one(text):
     return value
 
 
+def _decay(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float('nan')
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1), got '{text}'")
+    return value
+
+
 def _probability(text):
     try:
         value = float(text)
@@ -371,6 +381,10 @@ def build_parser():
     p.add_argument('--lr-schedule', choices=('cosine', 'constant'), default='cosine',
                    help='cosine: from --lr down to 0 over the run')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--ema', type=_decay, default=0.0, metavar='DECAY',
+                   help='keep an exponential moving average of the weights (decay per '
+                   "optimiser step, e.g. 0.98) and make it the run's model: validated, and "
+                   'written to best.pt and last.pt (default 0: off)')
     p.add_argument('--device', default='auto')
     p.add_argument('--precision', choices=PRECISIONS, default='auto',
                    help='autocast of the training forward: auto takes bf16 where the CPU '

@@ -39,6 +39,7 @@ from grasp_fcn_ros.training.train import (
     train,
     TrainConfig,
     training_step,
+    WeightAverage,
     wrap_distributed,
 )
 
@@ -382,6 +383,76 @@ def test_validating_less_often_leaves_the_weights_alone(dataset, small_model, tm
     validated = [not math.isnan(float(row['val_accuracy'])) for row in rows_2]
     assert validated == [False, True, True]
     assert all(not math.isnan(float(row['val_accuracy'])) for row in rows_1)
+
+
+# --- weight average ---------------------------------------------------------------------------
+
+def test_weight_average_follows_its_formula_and_copies_the_batchnorm_buffers():
+    torch.manual_seed(0)
+    model = GraspFCN(ModelConfig(input_size=SMALL))
+    average = WeightAverage(model, 0.9)
+    expected = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for step in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+            for name, buffer in model.named_buffers():
+                if 'running_mean' in name:
+                    buffer.add_(1.0)
+        average.update(model, step)
+        decay = min(0.9, (1.0 + step) / (10.0 + step))  # 0.1, 2/11, 3/12
+        for name, p in model.named_parameters():
+            expected[name] = decay * expected[name] + (1.0 - decay) * p.detach()
+    averaged = dict(average.model.named_parameters())
+    for name, value in expected.items():
+        torch.testing.assert_close(averaged[name], value, rtol=1e-6, atol=1e-6)
+        assert not torch.equal(averaged[name], dict(model.named_parameters())[name])
+    for name, buffer in average.model.named_buffers():
+        torch.testing.assert_close(buffer, dict(model.named_buffers())[name], rtol=0, atol=0)
+    assert not any(p.requires_grad for p in average.model.parameters())
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match='decay'):
+            WeightAverage(model, bad)
+
+
+def test_a_run_with_a_weight_average_scores_and_saves_the_average_and_resumes_exactly(
+        dataset, small_model, tmp_path):
+    class Interrupted(Exception):
+        pass
+
+    def interrupt_after_first_epoch(line):
+        if line.startswith('epoch 1/'):
+            raise Interrupted
+
+    def config(name):
+        return _config(dataset, tmp_path / name, small_model, epochs=2, folds=2,
+                       precision='fp32', ema=0.9)
+
+    lines = []
+    train(config('straight'), log=lines.append)
+    assert any('moving average of the weights (decay 0.9' in line for line in lines)
+    with pytest.raises(Interrupted):
+        train(config('resumed'), log=interrupt_after_first_epoch)
+    train(config('resumed'), resume=True, log=lambda *_: None)
+    straight = load_checkpoint(str(tmp_path / 'straight' / 'last.pt'))
+    resumed = load_checkpoint(str(tmp_path / 'resumed' / 'last.pt'))
+    best = load_checkpoint(str(tmp_path / 'straight' / 'best.pt'))
+    assert straight['meta']['train']['ema'] == 0.9
+    raw = straight['meta']['training_state_dict']
+    weight = 'encoder.0.0.weight'
+    assert not torch.equal(straight['state_dict'][weight], raw[weight])  # the average is saved
+    torch.testing.assert_close(best['state_dict'][weight], straight['state_dict'][weight])
+    for key, value in straight['state_dict'].items():
+        torch.testing.assert_close(resumed['state_dict'][key], value, rtol=1e-4, atol=1e-5)
+    for key, value in raw.items():
+        torch.testing.assert_close(resumed['meta']['training_state_dict'][key], value,
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_train_refuses_a_decay_outside_zero_to_one(dataset, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(['train', '--dataset', dataset, '--output', str(tmp_path / 'x'), '--ema', '1.5'])
+    assert 'expected a decay in [0, 1)' in capsys.readouterr().err
 
 
 # --- synthetic scenes -------------------------------------------------------------------------
