@@ -25,9 +25,12 @@ to fp32's (measured on the 80 Cornell images, README "Precision and accuracy"):
   Cornell frames; keeping any other block in fp32 changed neither by more than 5 %. The two
   are 15 % of the network's multiply-adds. All in fp32 (OpenVINO's one inference precision
   for the unquantised layers of a network) they took a third of the int8 network's time on
-  an AMX CPU; all in bf16 the first convolution reads the depth in bf16 (8 significant bits)
-  and the maps came out further from fp32's than with the first alone in fp32 (mean |dQ|
-  0.0035 against 0.0027 on the bundled frames; 0.0014 with both in fp32). So where the CPU
+  an AMX CPU; all in bf16 the maps came out further from fp32's than with the first alone in
+  fp32 (mean |dQ| 0.0035 against 0.0027 on the bundled frames; 0.0014 with both in fp32).
+  The loss is the first layer's bf16 arithmetic, not the depth's rounding: fed the depth
+  exactly (its bf16 part and the remainder as two input channels of the same weights) the
+  bf16 network's maps came no closer (0.0027 / 0.033 mean / p99 on 20 Cornell inputs, as
+  with the depth rounded). So where the CPU
   computes bf16 natively the network is cut after its first convolution, which runs in fp32,
   and the second runs in bf16: the maps of the all-fp32 version at about a quarter of its
   extra time (:func:`~grasp_fcn_ros.core.export.split_after_first_convolution`).
