@@ -310,24 +310,24 @@ def _at_least_one(text):
     return value
 
 
-def _decay(text):
+def _fraction(text, what, one_allowed):
+    """A float in [0, 1] (or [0, 1) without ``one_allowed``) for argparse."""
     try:
         value = float(text)
     except ValueError:
         value = float('nan')
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1), got '{text}'")
+    if not (0.0 <= value <= 1.0 and (one_allowed or value < 1.0)):
+        interval = '[0, 1]' if one_allowed else '[0, 1)'
+        raise argparse.ArgumentTypeError(f"expected {what} in {interval}, got '{text}'")
     return value
+
+
+def _decay(text):
+    return _fraction(text, 'a decay', one_allowed=False)
 
 
 def _probability(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = float('nan')
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got '{text}'")
-    return value
+    return _fraction(text, 'a probability', one_allowed=True)
 
 
 def _add_intrinsics(parser):
