@@ -348,6 +348,19 @@ def test_torchrun_trains_with_two_processes_and_resumes(dataset, small_model, tm
     assert payload['meta']['epoch'] == 1 and payload['config']['input_size'] == SMALL
 
 
+
+def test_torchrun_trains_a_weight_average_with_synced_batchnorm(dataset, small_model, tmp_path):
+    run = str(tmp_path / 'run')
+    result = _torchrun('--dataset', dataset, '--output', run, '--batch-size', '2', '--device',
+                       'cpu', '--init', small_model, '--folds', '4', '--fold', '1',
+                       '--precision', 'fp32', '--epochs', '1', '--ema', '0.9')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count('moving average of the weights (decay 0.9') == 1
+    payload = load_checkpoint(os.path.join(run, 'last.pt'))
+    raw = payload['meta']['training_state_dict']
+    weight = 'encoder.0.0.weight'
+    assert not torch.equal(payload['state_dict'][weight], raw[weight])
+
 # --- --init -------------------------------------------------------------------------------
 
 def test_init_starts_from_the_weights_and_architecture_of_a_checkpoint(

@@ -30,10 +30,10 @@ to fp32's (measured on the 80 Cornell images, README "Precision and accuracy"):
   The loss is the first layer's bf16 arithmetic, not the depth's rounding: fed the depth
   exactly (its bf16 part and the remainder as two input channels of the same weights) the
   bf16 network's maps came no closer (0.0027 / 0.033 mean / p99 on 20 Cornell inputs, as
-  with the depth rounded). So where the CPU
-  computes bf16 natively the network is cut after its first convolution, which runs in fp32,
-  and the second runs in bf16: the maps of the all-fp32 version at about a quarter of its
-  extra time (:func:`~grasp_fcn_ros.core.export.split_after_first_convolution`).
+  with the depth rounded). So where the CPU computes bf16 natively the network is cut after
+  its first convolution, which runs in fp32, and the second runs in bf16: the maps of the
+  all-fp32 version at about a quarter of its extra time
+  (:func:`~grasp_fcn_ros.core.export.split_after_first_convolution`).
 - *Overflow fix on every layer*: weights use 7 of their 8 bits, so that the multiply-adds of
   CPUs without VNNI (AVX2's ``vpmaddubsw``) cannot saturate; the same IR then computes the
   same maps with and without VNNI, at no measured cost in accuracy.
