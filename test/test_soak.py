@@ -11,7 +11,8 @@ test checks that over the whole stream
   frame's transient buffers (tens of MiB, freed after the frame) only raise the samples that
   catch them, and when about half of them do, a median flips between the two levels;
 - there is no queue: answers come in stamp order, each for a frame that was among the newest
-  when the previous answer arrived;
+  when the node published the previous answer (DDS source timestamps, so a test that falls
+  behind cannot make the node look late);
 - every published grasp is valid: finite, unit quaternion, (u, v) inside the image, depth
   inside [min_depth, max_depth] and on the scene's surfaces, ~/grasps equal to ~/grasp_details.
 
@@ -22,6 +23,7 @@ Deselected by default (``pytest.ini``); run with ``python -m pytest -m soak -s``
 """
 
 import array
+import bisect
 import json
 import os
 import time
@@ -69,8 +71,8 @@ RSS_GROWTH_BOUND_MIB = 32.0
 #: Percentile of a quarter's memory samples taken as its floor.
 FLOOR_PERCENTILE = 10
 #: The frame answered next must have been sent no more than this many frames before the
-#: previous answer arrived (a queue falls behind without bound; scheduling hiccups on a busy
-#: 2-core machine are allowed about a second).
+#: node published the previous answer (a queue falls behind without bound; scheduling hiccups
+#: on a busy 2-core machine are allowed about a second).
 MAX_PICKUP_LAG_FRAMES = 30
 MEMORY_SAMPLE_PERIOD_S = 1.0
 
@@ -98,14 +100,21 @@ def scene_variants():
 
 
 class Answers:
-    """Output messages of one topic, each with the number of frames sent when it arrived."""
+    """Output messages of one topic, each with the number of frames whose publication had begun
+    when the node published it.
 
-    def __init__(self, sent):
-        self.sent = sent
-        self.received = []  # (message, frames sent at arrival)
+    The count comes from the message's DDS source timestamp (the node's publication time, system
+    clock) against the test's own publication times, not from when this process gets round to
+    the callback: a test that falls behind and publishes a burst before it spins again would
+    otherwise credit the node with frames it could not yet have seen.
+    """
 
-    def __call__(self, msg):
-        self.received.append((msg, len(self.sent)))
+    def __init__(self, sent_ns):
+        self.sent_ns = sent_ns  # system time at the start of each frame's publication, ns
+        self.received = []  # (message, frames sent when the node published it)
+
+    def __call__(self, msg, info):
+        self.received.append((msg, bisect.bisect_right(self.sent_ns, info['source_timestamp'])))
 
 
 def stamp_key(msg):
@@ -149,8 +158,9 @@ def test_soak_thousands_of_frames(client, random_model_path, tmp_path):
 
 def soak(client, node, tmp_path):
     sent = []  # stamp keys in publication order
+    sent_ns = []  # system time at the start of each publication, ns
     index = {}  # stamp key -> publication index
-    answers = {name: Answers(sent) for name in ('grasps', 'grasp_details', 'markers')}
+    answers = {name: Answers(sent_ns) for name in ('grasps', 'grasp_details', 'markers')}
     types = {'grasps': PoseArray, 'grasp_details': PointCloud2, 'markers': MarkerArray}
     subscriptions = [client.node.create_subscription(types[name], f'/grasp_detector/{name}',
                                                      answers[name], TEST_QOS)
@@ -185,6 +195,7 @@ def soak(client, node, tmp_path):
         encoding, data, step, surfaces = variants[i % len(variants)]
         msg = Image(height=HEIGHT, width=WIDTH, encoding=encoding, step=step, data=data)
         msg.header.stamp, msg.header.frame_id = stamp, FRAME
+        sent_ns.append(time.time_ns())
         info_pub.publish(camera_info_msg(INTRINSICS.fx, INTRINSICS.fy, INTRINSICS.cx,
                                          INTRINSICS.cy, WIDTH, HEIGHT, stamp, FRAME))
         depth_pub.publish(msg)
