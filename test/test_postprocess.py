@@ -81,6 +81,21 @@ def test_peaks_read_above_the_threshold_only_equal_the_whole_map_definition(seed
                                       _peaks_over_the_whole_map(q, threshold, d, 25))
 
 
+@pytest.mark.parametrize('d', (1, 4, 10))
+def test_a_flat_map_at_the_threshold_gives_peaks_a_distance_apart(d):
+    # a map that is 0 wherever the network sees nothing, with q_threshold 0: every pixel is a
+    # local maximum; the peaks are the greedy pick in reading order, each more than d from
+    # the ones before
+    q = np.zeros((400, 400), np.float32)
+    q[300:, 300:] = -1.0  # not a peak: below the threshold
+    for max_peaks in (1, 20, 300):
+        peaks = find_peaks(q, 0.0, d, max_peaks)
+        np.testing.assert_array_equal(peaks, _peaks_over_the_whole_map(q, 0.0, d, max_peaks))
+        assert len(peaks) == max_peaks and peaks[0].tolist() == [0, 0]
+        if max_peaks > 1:
+            assert peaks[1].tolist() == [0, d + 1]
+
+
 def test_maps_from_output_angle_and_width():
     out = np.zeros((4, 40, 40), np.float32)
     phi = np.deg2rad(30.0)

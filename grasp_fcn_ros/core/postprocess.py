@@ -231,13 +231,44 @@ def find_peaks(quality, threshold, min_distance_px, max_peaks):
     if above.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
     above = above[np.argsort(-flat[above], kind='stable')]
-    candidates = np.stack(np.divmod(above, quality.shape[1]), axis=1)
+    return _suppress(above, quality.shape, d, max_peaks)
+
+
+#: Candidates read at a time by :func:`_suppress`.
+_SUPPRESS_BLOCK = 64
+
+
+def _suppress(candidates, shape, d, max_peaks):
+    """Greedy non-maximum suppression of flat pixel indices sorted best first: keep the first,
+    drop every later one within ``d`` pixels of a kept one, repeat.
+
+    Kept peaks paint their disc into a mask and the candidates are read a block at a time
+    against it, so the cost grows with the peaks kept and the candidates read, not with their
+    product: a plateau (every pixel a local maximum, as a map that is 0 wherever the network
+    sees nothing, with a threshold of 0) costs no more than a few peaks.
+
+    :returns: int array (K, 2) of (row, col), K <= max_peaks.
+    """
+    height, width = shape
+    suppressed = np.zeros(height * width, dtype=bool)
+    dr, dc = np.mgrid[-d:d + 1, -d:d + 1]
+    inside = dr ** 2 + dc ** 2 <= d * d
+    dr, dc = dr[inside], dc[inside]
     kept = []
-    while candidates.shape[0] and len(kept) < max_peaks:
-        best = candidates[0]
-        kept.append(best)
-        far = ((candidates - best) ** 2).sum(axis=1) > d * d
-        candidates = candidates[far]
+    start = 0
+    while start < candidates.size and len(kept) < max_peaks:
+        block = candidates[start:start + _SUPPRESS_BLOCK]
+        free = np.flatnonzero(~suppressed[block])
+        if free.size == 0:
+            start += block.size
+            continue
+        best = block[free[0]]
+        row, col = divmod(int(best), width)
+        kept.append((row, col))
+        rows, cols = row + dr, col + dc
+        on_map = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+        suppressed[rows[on_map] * width + cols[on_map]] = True
+        start += int(free[0]) + 1
     return np.array(kept, dtype=np.int64).reshape(-1, 2)
 
 
