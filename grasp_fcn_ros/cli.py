@@ -464,7 +464,8 @@ def build_parser():
                    help='invalidate depth edges as a depth camera does (edges), so that '
                    'inpainting is timed, or use the frames as they are (none)')
     p.add_argument('--threads', type=int, default=0,
-                   help='CPU threads per backend, in-process mode (0 = all cores)')
+                   help="CPU threads per backend (0 = all cores); with --ros the node's "
+                   'inference_threads')
     p.add_argument('--mirror', action='store_true',
                    help="run each network on the frame and its mirror image (the node's "
                    'test_time_mirror), in-process mode')

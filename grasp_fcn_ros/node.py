@@ -146,7 +146,7 @@ EXECUTOR_THREADS = 4
 
 #: Parameters whose change reloads the model.
 MODEL_PARAMETERS = ('model_path', 'device', 'backend', 'precision', 'int8_calibration',
-                    'test_time_mirror')
+                    'inference_threads', 'test_time_mirror')
 
 
 @dataclass(frozen=True)
@@ -206,6 +206,11 @@ PARAMETERS = {
     'int8_calibration': ParameterSpec(
         '', "folder of depth frames from the robot's camera that calibrate int8 quantisation; "
         "'' = the bundled real frames (demo/frames). A change reloads the model"),
+    'inference_threads': ParameterSpec(
+        0, "CPU threads of the network on a CPU device; 0 = the runtime's default (OpenVINO, "
+        'ONNX Runtime: every core this process may run on, see taskset; PyTorch: its own). '
+        "Fewer leave cores to the robot's other processes. A change reloads the model",
+        (0, 256)),
     'test_time_mirror': ParameterSpec(
         False, 'also run the network on the left-right mirrored frame and average the two '
         'maps: better grasps on unseen objects for twice the network time. A change reloads '
@@ -429,11 +434,17 @@ def check_model(values):
 
 
 def backend_options(values, choice):
-    """Backend options of the parameter values for a runtime choice (the int8 calibration)."""
-    if choice.precision != 'int8':
-        return {}
-    return {'calibration': values['int8_calibration'] or default_calibration_dir(),
-            'depth_scale': float(values['depth_scale'])}
+    """Backend options of the parameter values for a runtime choice (CPU threads, the int8
+    calibration)."""
+    options = {}
+    if choice.device == 'cpu':
+        threads = int(values['inference_threads'])
+        if threads or choice.backend in ('torch', 'torch-channels-last'):
+            options['threads'] = threads  # PyTorch's 0: back to its default after a change
+    if choice.precision == 'int8':
+        options.update(calibration=values['int8_calibration'] or default_calibration_dir(),
+                       depth_scale=float(values['depth_scale']))
+    return options
 
 
 def build_backend(values):
@@ -629,8 +640,10 @@ class GraspDetectorNode(Node):
                        'for the next)')
         choice = getattr(backend, 'choice', None)
         reason = f' ({choice.reason})' if choice is not None else ''
+        threads = getattr(backend, 'threads', None)
+        threads_text = f', {threads} threads' if threads else ''
         return (f"{backend.name} {getattr(backend, 'precision', 'fp32')} on {backend.device}"
-                f'{reason}{prepare}, {scale_text}')
+                f'{threads_text}{reason}{prepare}, {scale_text}')
 
     def _on_set_parameters(self, parameters):
         changes = {p.name: p.value for p in parameters if p.name in PARAMETERS}

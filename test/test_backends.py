@@ -14,6 +14,7 @@ from grasp_fcn_ros.core import export
 from grasp_fcn_ros.core.backends import (
     BACKENDS,
     create_backend,
+    TORCH_DEFAULT_THREADS,
     TorchBackend,
     TorchPlan,
 )
@@ -171,6 +172,18 @@ def test_sub_pixel_convolution_equals_the_transposed_one(kernel, stride, padding
 def test_sub_pixel_convolution_refuses_what_it_cannot_compute():
     with pytest.raises(ModelError, match='square'):
         export.SubPixelConv(torch.nn.ConvTranspose2d(2, 2, 3, 2, groups=2))
+
+
+def test_torch_backend_threads_set_pytorchs_threads(random_model_path):
+    model, _ = load_model(random_model_path)
+    before = torch.get_num_threads()
+    try:
+        assert TorchBackend(model, 'cpu', threads=1).threads == 1 == torch.get_num_threads()
+        assert TorchBackend(model, 'cpu').threads == 1  # None: left as they are
+        assert TorchBackend(model, 'cpu', threads=0).threads == TORCH_DEFAULT_THREADS
+        assert torch.get_num_threads() == TORCH_DEFAULT_THREADS
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_torch_backend_can_run_the_inference_graph(random_model_path, network_inputs):

@@ -170,6 +170,8 @@ def test_node_command_sets_the_backend():
     command = ros.node_command('/m.pt', 'openvino:bf16', 'cpu')
     assert 'backend:=openvino' in command and 'precision:=bf16' in command
     assert 'precision:=auto' in ros.node_command('/m.pt', 'auto', 'cpu')
+    assert 'inference_threads:=1' in ros.node_command('/m.pt', 'auto', 'cpu',
+                                                      {'inference_threads': 1})
 
 
 def test_tiny_ros_run(random_model_path, tmp_path, capsys, monkeypatch):

@@ -196,6 +196,25 @@ def test_test_time_mirror_reloads_the_model_with_the_mirrored_view(detector, cli
         assert client.wait_for(lambda: not getattr(node._backend, 'mirror', False), WAIT_S)
 
 
+def test_inference_threads_reload_the_model_with_that_many_threads(detector, client):
+    node = detector.node
+    before = node._backend
+    result = node.set_parameters([Parameter('inference_threads', value=1)])[0]
+    assert result.successful, result.reason
+    try:
+        assert client.wait_for(lambda: node._backend is not before, WAIT_S)
+        assert node._backend.threads == 1
+        assert ', 1 threads' in node._describe_backend(node._backend)
+        compiled = getattr(node._backend, 'compiled', None)
+        if hasattr(compiled, 'get_property'):  # OpenVINO, which auto chooses where installed
+            assert int(compiled.get_property('INFERENCE_NUM_THREADS')) == 1
+    finally:
+        one = node._backend
+        assert node.set_parameters([Parameter('inference_threads', value=0)])[0].successful
+        assert client.wait_for(lambda: node._backend is not one, WAIT_S)
+    assert node._backend.threads == before.threads
+
+
 def test_an_int8_calibration_folder_without_depth_frames_is_refused(detector, tmp_path):
     pytest.importorskip('openvino')
     node = detector.node

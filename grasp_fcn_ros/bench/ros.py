@@ -202,8 +202,9 @@ def run_ros_bench(args, model_path, frames, backends):
                 notes.append(f'{backend}: runtime not installed, skipped')
                 continue
             log = tempfile.TemporaryFile(mode='w+')
-            process = subprocess.Popen(node_command(model_path, backend, args.device), env=env,
-                                       stdout=log, stderr=subprocess.STDOUT, text=True)
+            threads = {'inference_threads': args.threads} if args.threads else None
+            process = subprocess.Popen(node_command(model_path, backend, args.device, threads),
+                                       env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
             try:
                 if not spin_until(executor, lambda: publisher.ready()
                                    or process.poll() is not None, NODE_START_TIMEOUT_S) \
@@ -245,7 +246,8 @@ def run_ros_bench(args, model_path, frames, backends):
               'settings': {'frames': args.frames, 'warmup': args.warmup, 'rate_hz': args.rate,
                            'model': args.model, 'encoding': ENCODING, 'holes': args.holes,
                            'invalid_fraction': args.invalid_fraction,
-                           'transport': args.transport, 'domain_id': env['ROS_DOMAIN_ID']},
+                           'transport': args.transport, 'inference_threads': args.threads,
+                           'domain_id': env['ROS_DOMAIN_ID']},
               'notes': notes, 'backends': results}
     if args.json:
         with open(args.json, 'w') as stream:

@@ -13,6 +13,9 @@ from .devices import check_options
 from .model import load_model, ModelError
 from .runtime import BACKENDS, choose_runtime, RuntimeChoice  # noqa: F401 (re-exported)
 
+#: PyTorch's own number of CPU threads in this process before any backend changed it.
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
 #: Precisions of :class:`TorchBackend` (reduced ones through autocast).
 PRECISIONS = ('fp32', 'fp16', 'bf16')
 _AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -78,12 +81,21 @@ class TorchBackend:
         merged into one convolution, transposed convolutions as convolutions, as the exported
         backends do) instead of the network as trained.
     :param half: same as ``precision='fp16'``.
+    :param threads: on the CPU, the threads of PyTorch's operators (``torch.set_num_threads``,
+        which holds for the whole process); 0 = :data:`TORCH_DEFAULT_THREADS`, None = leave
+        them as they are.
     """
 
     def __init__(self, model, device='cpu', channels_last=False, meta=None, precision='fp32',
-                 cuda_graphs=False, compile=False, pinned=True, fuse_heads=False, half=False):
+                 cuda_graphs=False, compile=False, pinned=True, fuse_heads=False, half=False,
+                 threads=None):
         self.device = torch.device(device)
         self.config = model.config
+        self.threads = None
+        if self.device.type == 'cpu':
+            if threads is not None:
+                torch.set_num_threads(int(threads) or TORCH_DEFAULT_THREADS)
+            self.threads = torch.get_num_threads()
         if fuse_heads:
             from .export import inference_graph
             model = inference_graph(model)

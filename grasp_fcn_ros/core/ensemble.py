@@ -60,6 +60,7 @@ class AveragedBackend:
         self.meta = dict(getattr(lead, 'meta', None) or {})
         self.device = lead.device
         self.precision = getattr(lead, 'precision', 'fp32')
+        self.threads = getattr(lead, 'threads', None)
         # what built the first member (runtime choice, export time, cache) describes them all
         for name in ('choice', 'prepare_s', 'cached'):
             if hasattr(lead, name):
