@@ -937,8 +937,8 @@ class GraspDetectorNode(Node):
         self._publish_images(msg, depth_m, detection, values)
         t4 = time.perf_counter()
 
-        stages = dict(detection.timings_ms, decode=(t1 - t0) * 1e3, publish=(t4 - t3) * 1e3,
-                      total=(t4 - received) * 1e3)
+        stages = dict(detection.timings_ms, wait=(t0 - received) * 1e3, decode=(t1 - t0) * 1e3,
+                      publish=(t4 - t3) * 1e3, total=(t4 - received) * 1e3)
         stages['projection'] = stages.get('projection', 0.0) + (t3 - t2) * 1e3  # + tf
         timings = {name: stages.get(name, 0.0) for name in LATENCY_STAGES}
         self._latency_pub.publish(latency_message(timings, header))

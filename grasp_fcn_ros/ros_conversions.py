@@ -33,8 +33,8 @@ FINGER_LENGTH_M = 0.04
 MARKER_LINE_WIDTH_M = 0.003
 
 #: Stage labels of the ``~/latency`` message, in order.
-LATENCY_STAGES = ('decode', 'preprocess', 'inference', 'postprocess', 'projection', 'publish',
-                  'total')
+LATENCY_STAGES = ('wait', 'decode', 'preprocess', 'inference', 'postprocess', 'projection',
+                  'publish', 'total')
 
 #: PointField datatype -> numpy type character.
 _POINT_FIELD_TYPES = {

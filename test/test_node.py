@@ -393,8 +393,8 @@ def test_debug_images_published_to_subscribers(detector, client):
 def test_latency_topic_and_log_line(detector, client):
     assert len(detector.inbox['latency']) > 0
     msg = detector.inbox['latency'].messages[-1]
-    assert [f.name for f in msg.fields] == ['decode', 'preprocess', 'inference', 'postprocess',
-                                            'projection', 'publish', 'total']
+    assert [f.name for f in msg.fields] == ['wait', 'decode', 'preprocess', 'inference',
+                                            'postprocess', 'projection', 'publish', 'total']
     assert msg.header.frame_id == FRAME
     stages = latency_from_message(msg)
     assert all(math.isfinite(v) and v >= 0 for v in stages.values())

@@ -257,18 +257,24 @@ def run_ros_bench(args, model_path, frames, backends):
 
 
 def format_ros_table(results):
-    """Table of the ``--ros`` results: round trip and the node's total latency."""
+    """Table of the ``--ros`` results: round trip, the node's total latency and, at p50, its
+    wait for the worker and its inference."""
     head = (f"{'backend':22s}{'sent':>6s}{'recv':>6s}{'drop':>6s}{'rt p50':>9s}{'rt p99':>9s}"
-            f"{'node p50':>10s}{'node p99':>10s}")
+            f"{'node p50':>10s}{'node p99':>10s}{'wait p50':>10s}{'infer p50':>10s}")
     lines = ['over ROS 2, milliseconds (rt: depth publish to grasps receipt; node: its '
-             'receive-to-publish latency)', head, '-' * len(head)]
+             'receive-to-publish latency; wait: receipt until its worker took the frame)', head,
+             '-' * len(head)]
 
     def ms(value):
         return f'{value:9.1f}' if value is not None else '        -'
 
+    none = {'p50': None, 'p99': None}
     for backend, entry in results.items():
-        total = entry['node_latency'].get('total', {'p50': None, 'p99': None})
+        stages = entry['node_latency']
+        total = stages.get('total', none)
         lines.append(f"{backend:22s}{entry['published']:6d}{entry['received']:6d}"
                      f"{entry['dropped']:6d}{ms(entry['round_trip']['p50'])}"
-                     f"{ms(entry['round_trip']['p99'])} {ms(total['p50'])} {ms(total['p99'])}")
+                     f"{ms(entry['round_trip']['p99'])} {ms(total['p50'])} {ms(total['p99'])}"
+                     f" {ms(stages.get('wait', none)['p50'])}"
+                     f" {ms(stages.get('inference', none)['p50'])}")
     return '\n'.join(lines)
