@@ -152,25 +152,79 @@ def cmd_train(args):
     return 0
 
 
-def cmd_eval(args):
-    from dataclasses import replace
+def _fold_samples(args, held_out=True):
+    """The dataset's samples, or with ``--folds`` one part of fold ``--fold`` split as `train`
+    splits it: its held-out images, or (``held_out=False``) its training images.
 
+    :returns: ``(samples, skipped)``.
+    """
     from .training.dataset import find_samples
-    from .training.evaluate import evaluate
     from .training.train import split_samples, TrainConfig
 
     samples, skipped = find_samples(args.dataset, args.object_map, args.depth_scale)
     if args.folds:
-        # the held-out images of one cross-validation fold, split as `train` splits them
         if args.folds < 2 or not 0 <= args.fold < args.folds:
             raise SystemExit(f'--folds must be at least 2 and --fold in 0..--folds - 1, got '
                              f'--folds {args.folds} --fold {args.fold}')
         samples = [s for s in samples if s.load().grasps]
-        _, samples = split_samples(samples, TrainConfig(
+        train, test = split_samples(samples, TrainConfig(
             dataset=args.dataset, output_dir='', folds=args.folds, fold=args.fold,
             split=args.split, seed=args.seed))
+        samples = test if held_out else train
         print(f'fold {args.fold} of {args.folds} ({args.split}-wise, seed {args.seed}), '
-              f'held-out images: {len(samples)}')
+              f"{'held-out' if held_out else 'training'} images: {len(samples)}")
+    return samples, skipped
+
+
+def _add_fold_args(parser, what):
+    parser.add_argument('--folds', type=int, default=0,
+                        help=f'use only the {what} images of --fold of this many folds, split as '
+                        '`train --folds` splits them (same --split, --seed, --object-map)')
+    parser.add_argument('--fold', type=int, default=0)
+    parser.add_argument('--split', choices=('image', 'object'), default='image')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='the training seed (it seeds the split)')
+    parser.add_argument('--object-map', help='file of "image object" lines for object-wise '
+                        'splits')
+
+
+def cmd_calibrate(args):
+    from .core.model import rewrite_checkpoint, update_model_card
+    from .training.evaluate import fit_width_scale
+
+    if not args.output and not args.card:
+        raise SystemExit('say where the calibration goes: --output NEW.pt or --card')
+    samples, _ = _fold_samples(args, held_out=False)
+    samples = [s for s in samples if s.load().grasps]
+    if not samples:
+        raise SystemExit(f'no labelled images in {args.dataset}')
+    detector = _detector(args)
+    best, scores = fit_width_scale(detector, samples, progress=progress_bar(),
+                                   intrinsics=parse_intrinsics(args.intrinsics))
+    print('width_scale  mean top-1 over J 0.25-0.40')
+    for scale, score in scores.items():
+        print(f'  {scale:4.2f}       {100 * score:6.2f} %{"  <- best" if scale == best else ""}')
+    source = (f'fitted by grasp-fcn calibrate on {len(samples)} images of {args.dataset}'
+              + (f' (training images of fold {args.fold} of {args.folds}, {args.split}-wise)'
+                 if args.folds else '')
+              + f': mean top-1 {100 * scores[best]:.2f} % against {100 * scores.get(1.0, 0):.2f}'
+              ' % uncalibrated')
+    if args.output:
+        rewrite_checkpoint(args.model, args.output, {'width_scale': best},
+                           {'width_scale_source': source})
+        print(f'wrote {args.output} (width_scale {best:g})')
+    if args.card:
+        card = update_model_card(args.model, {'width_scale': best, 'width_scale_source': source})
+        print(f'wrote {card} (width_scale {best:g}; read for a checkpoint without one)')
+    return 0
+
+
+def cmd_eval(args):
+    from dataclasses import replace
+
+    from .training.evaluate import evaluate
+
+    samples, skipped = _fold_samples(args)
     if args.limit:
         samples = samples[:args.limit]
     intrinsics = parse_intrinsics(args.intrinsics)
@@ -435,13 +489,7 @@ def build_parser():
     p.add_argument('--json', help='write the results as JSON')
     p.add_argument('--figures', help='folder for PNGs of right and wrong predictions')
     p.add_argument('--limit', type=int, default=0, help='first N images only')
-    p.add_argument('--folds', type=int, default=0,
-                   help='score only the held-out images of --fold of this many folds, split as '
-                   '`train --folds` splits them (same --split, --seed, --object-map)')
-    p.add_argument('--fold', type=int, default=0)
-    p.add_argument('--split', choices=('image', 'object'), default='image')
-    p.add_argument('--seed', type=int, default=0, help='the training seed (it seeds the split)')
-    p.add_argument('--object-map', help='file of "image object" lines for object-wise splits')
+    _add_fold_args(p, 'held-out')
     p.add_argument('--zoom', help='comma list of zoom factors: score the images as a camera '
                    'with that many times the focal length sees them (objects larger, as from '
                    'nearer), with the metric and the fixed pixel crop, and print the table')
@@ -453,6 +501,19 @@ def build_parser():
     _add_intrinsics(p)
     _add_model_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser('calibrate', help="fit a model's width calibration (width_scale) on "
+                       'its training images')
+    p.add_argument('--dataset', required=True, help='labelled images the model was trained on')
+    p.add_argument('--output', help='write the model with its calibration to this checkpoint')
+    p.add_argument('--card', action='store_true',
+                   help='write the calibration into the model card beside --model instead '
+                   '(read for a checkpoint that records none)')
+    _add_fold_args(p, 'training')
+    _add_depth_scale(p)
+    _add_intrinsics(p)
+    _add_model_args(p)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser('bench', help='per-stage latency of the detection pipeline')
     p.add_argument('--dataset', default=None, help='depth frames (default: bundled demo frames)')

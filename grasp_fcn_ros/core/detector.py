@@ -166,7 +166,7 @@ class GraspDetector:
         t1 = time.perf_counter()
         output = self.backend.predict(net_input[None, None])[0]
         t2 = time.perf_counter()
-        maps = maps_from_output(output, self.backend.config.max_width_px, c.postprocess)
+        maps = maps_from_output(output, self.backend.config.width_px_per_unit, c.postprocess)
         check_jaws = intrinsics is not None and c.jaws.enabled
         post = c.postprocess
         if check_jaws:  # candidates beyond max_grasps replace the ones the check drops

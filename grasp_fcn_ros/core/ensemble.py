@@ -4,7 +4,9 @@ Each member backend runs on the input; with ``mirror`` each also runs on the inp
 left to right, and its maps are mirrored back. A mirrored image shows each grasp of angle phi
 at pi - phi: cos 2phi is unchanged and sin 2phi changes sign, so the mirrored output's sin 2phi
 map is negated before averaging. The raw outputs (Q, cos 2phi, sin 2phi, width) are then
-averaged, the way the angle's two components are best averaged (as a vector, not as angles).
+averaged, the way the angle's two components are best averaged (as a vector, not as angles);
+members with different width calibrations (``width_scale``) have their width maps brought to
+the first member's before the average.
 
 The cost is one network pass per member and view: two members with ``mirror`` run the network
 four times per frame.
@@ -14,8 +16,9 @@ import numpy as np
 
 from .model import ModelError
 
-#: Output channel of sin 2phi (see :attr:`~.model.GraspFCN.OUTPUTS`).
+#: Output channels of sin 2phi and of the width (see :attr:`~.model.GraspFCN.OUTPUTS`).
 SIN_CHANNEL = 2
+WIDTH_CHANNEL = 3
 
 
 def mirror_output(output):
@@ -33,7 +36,7 @@ class AveragedBackend:
     """Averages the outputs of member backends and, optionally, of the mirrored view.
 
     :param members: backends (see :mod:`~grasp_fcn_ros.core.backends`) of models with the
-        same input size, width scale and metric scale.
+        same input size, maximum width and metric scale.
     :param mirror: also run each member on the left-right mirrored input.
     :raises ModelError: without members, or when the members' models disagree on input size,
         width scale or metric scale.
@@ -56,6 +59,9 @@ class AveragedBackend:
         self.members = members
         self.mirror = bool(mirror)
         self.config = first
+        # each member's width calibration, relative to the first's, which the config carries
+        self._width_factors = [float(m.config.width_scale) / float(first.width_scale)
+                               for m in members]
         lead = members[0]
         self.meta = dict(getattr(lead, 'meta', None) or {})
         self.device = lead.device
@@ -84,12 +90,15 @@ class AveragedBackend:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         total = None
         mirrored = np.ascontiguousarray(batch[..., ::-1]) if self.mirror else None
-        for member in self.members:
+        for member, width_factor in zip(self.members, self._width_factors):
             outputs = [member.predict(batch)]
             if self.mirror:
                 outputs.append(mirror_output(member.predict(mirrored)))
             for output in outputs:
-                total = output.astype(np.float64) if total is None else total + output
+                output = output.astype(np.float64)
+                if width_factor != 1.0:
+                    output[:, WIDTH_CHANNEL] *= width_factor
+                total = output if total is None else total + output
         return (total / self.passes).astype(np.float32)
 
     def warmup(self, runs=2):

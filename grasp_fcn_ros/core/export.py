@@ -76,11 +76,15 @@ def cache_root():
 def model_digest(model):
     """SHA-256 (hex) of a network's architecture and weights: the key of its cached exports.
 
+    The width calibration (``width_scale``) is left out: post-processing applies it, the
+    exported graph is the same with any.
+
     :param model: a :class:`~grasp_fcn_ros.core.model.GraspFCN`.
     """
     digest = hashlib.sha256()
-    header = {'export_version': EXPORT_VERSION, 'opset': ONNX_OPSET,
-              'config': model.config.to_dict()}
+    config = model.config.to_dict()
+    config.pop('width_scale', None)
+    header = {'export_version': EXPORT_VERSION, 'opset': ONNX_OPSET, 'config': config}
     digest.update(json.dumps(header, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         value = tensor.detach().cpu().contiguous()

@@ -33,6 +33,9 @@ class ModelConfig:
     :param max_width_px: gripper width, in network pixels, that the width map's 1.0 stands for.
     :param metres_per_pixel: the scale of the training data, metres per network pixel at the
         scene depth (see :mod:`~grasp_fcn_ros.core.scale`); 0 when unknown.
+    :param width_scale: calibration of the width map, fitted on the training images after
+        training (:func:`~grasp_fcn_ros.training.evaluate.fit_width_scale`): post-processing
+        reads a width of ``w * max_width_px * width_scale`` network pixels; 1.0 = none.
     """
 
     input_size: int = 400
@@ -40,6 +43,12 @@ class ModelConfig:
     kernels: tuple = (9, 5, 3, 3, 3)
     max_width_px: float = 150.0
     metres_per_pixel: float = 0.0
+    width_scale: float = 1.0
+
+    @property
+    def width_px_per_unit(self):
+        """Network pixels of gripper opening that a width map value of 1.0 reads as."""
+        return float(self.max_width_px) * float(self.width_scale)
 
     def to_dict(self):
         data = asdict(self)
@@ -168,6 +177,48 @@ def save_checkpoint(path, model, extra=None, half=False):
     os.replace(tmp, path)
 
 
+def rewrite_checkpoint(source, destination, config_changes, meta_changes=None):
+    """Copy a checkpoint with config entries changed (such as ``width_scale``), its weights
+    untouched (an fp16 file stays fp16).
+
+    :param source: checkpoint to read (with ``weights_only=True``).
+    :param destination: file to write (may be ``source``).
+    :param config_changes: dict of :class:`ModelConfig` fields to set.
+    :param meta_changes: dict merged into the metadata.
+    :raises ModelError: for an unreadable checkpoint or an unknown config field.
+    """
+    payload = load_checkpoint(source)
+    config = ModelConfig.from_dict(dict(payload['config'], **config_changes))
+    payload = dict(payload, config=config.to_dict(),
+                   meta=dict(payload.get('meta') or {}, **(meta_changes or {})))
+    folder = os.path.dirname(os.path.abspath(destination))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f'{destination}.tmp'
+    torch.save(payload, tmp)
+    os.replace(tmp, destination)
+
+
+def update_model_card(path, entries):
+    """Set entries of the JSON model card beside a checkpoint (created when missing).
+
+    :param path: the checkpoint (the card is :func:`model_card_path`).
+    :param entries: dict of JSON values to set.
+    :returns: the card's path.
+    """
+    card = model_card_path(path)
+    data = {}
+    if os.path.isfile(card):
+        with open(card) as stream:
+            data = json.load(stream)
+    data.update(entries)
+    tmp = f'{card}.tmp'
+    with open(tmp, 'w') as stream:
+        json.dump(data, stream, indent=2)
+        stream.write('\n')
+    os.replace(tmp, card)
+    return card
+
+
 def save_random_checkpoint(path, seed=0, extra=None):
     """Write a checkpoint of the architecture with seeded random (untrained) weights.
 
@@ -185,6 +236,10 @@ def save_random_checkpoint(path, seed=0, extra=None):
     return path
 
 
+#: Config entries a checkpoint written before they existed takes from its model card.
+CARD_CONFIG_KEYS = ('metres_per_pixel', 'width_scale')
+
+
 def model_card_path(path):
     """The JSON model card beside a checkpoint: ``<name>.json`` for ``<name>.pt``."""
     return os.path.splitext(path)[0] + '.json'
@@ -193,8 +248,9 @@ def model_card_path(path):
 def load_checkpoint(path, map_location='cpu'):
     """Read a checkpoint with ``weights_only=True``.
 
-    A checkpoint written before models recorded their scale takes ``metres_per_pixel`` from
-    its model card (:func:`model_card_path`) when there is one.
+    A checkpoint written before models recorded their scale or their width calibration takes
+    ``metres_per_pixel`` and ``width_scale`` from its model card (:func:`model_card_path`) when
+    the card has them.
 
     :returns: the raw payload dict (``config``, ``state_dict``, ``meta``).
     :raises ModelError: naming the path, when the file is missing, corrupt or not ours.
@@ -208,13 +264,15 @@ def load_checkpoint(path, map_location='cpu'):
     if not isinstance(payload, dict) or 'state_dict' not in payload or 'config' not in payload:
         raise ModelError(f'{path} is not a grasp_fcn checkpoint (no state_dict/config)')
     card = model_card_path(path)
-    if 'metres_per_pixel' not in payload['config'] and os.path.isfile(card):
+    missing = [key for key in CARD_CONFIG_KEYS if key not in payload['config']]
+    if missing and os.path.isfile(card):
         try:
             with open(card) as stream:
-                scale = float(json.load(stream)['metres_per_pixel'])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+                data = json.load(stream)
+            found = {key: float(data[key]) for key in missing if key in data}
+        except (OSError, ValueError, TypeError) as exc:
             raise ModelError(f'cannot read the model card {card}: {exc!r}') from exc
-        payload['config'] = dict(payload['config'], metres_per_pixel=scale)
+        payload['config'] = dict(payload['config'], **found)
     return payload
 
 
