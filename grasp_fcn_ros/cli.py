@@ -128,6 +128,7 @@ def _train_config(args):
                        device=args.device, precision=args.precision, workers=args.workers,
                        threads=args.threads, init=args.init, synthetic=args.synthetic,
                        synthetic_seed=args.synthetic_seed, ema=args.ema,
+                       calibrate_width=not args.no_width_calibration,
                        folds=args.folds, fold=args.fold, split=args.split,
                        object_map=args.object_map, augment=augment,
                        lr_schedule=args.lr_schedule, batch_renorm=args.batch_renorm,
@@ -435,6 +436,9 @@ def build_parser():
     p.add_argument('--lr-schedule', choices=('cosine', 'constant'), default='cosine',
                    help='cosine: from --lr down to 0 over the run')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--no-width-calibration', action='store_true',
+                   help='do not fit the width calibration (width_scale) on the training images '
+                   'after the last epoch')
     p.add_argument('--ema', type=_decay, default=0.0, metavar='DECAY',
                    help='keep an exponential moving average of the weights (decay per '
                    "optimiser step, e.g. 0.98) and make it the run's model: validated, and "

@@ -35,6 +35,18 @@ def test_train_records_the_scale_of_its_data(trained):
     assert model.config.metres_per_pixel == pytest.approx(0.70 / 585.0, rel=1e-6)
 
 
+def test_train_fits_the_width_calibration_on_its_training_images(trained):
+    from grasp_fcn_ros.training.evaluate import WIDTH_SCALES
+
+    _, run = trained
+    summary = json.load(open(os.path.join(run, 'summary.json')))
+    for name in ('best', 'last'):
+        model, meta = load_model(os.path.join(run, f'{name}.pt'))
+        assert model.config.width_scale == summary['width_scale'][name]
+        assert model.config.width_scale in WIDTH_SCALES
+        assert 'fitted on the 3 training images' in meta['width_scale_source']
+
+
 def test_eval_zoom_compares_metric_and_pixel_crops(trained, tmp_path, capsys):
     dataset, run = trained
     plot = str(tmp_path / 'scale.png')

@@ -29,6 +29,7 @@ from ..core.model import (
     load_model,
     ModelConfig,
     ModelError,
+    rewrite_checkpoint,
     save_checkpoint,
 )
 from ..core.preprocess import DEFAULT_MAX_DEPTH_M, DEFAULT_MIN_DEPTH_M
@@ -43,7 +44,7 @@ from .dataset import (
     JoinedSamples,
     split_folds,
 )
-from .evaluate import evaluate, EvaluationResult
+from .evaluate import evaluate, EvaluationResult, fit_width_scale
 from .renorm import (
     recalibrate_batchnorm,
     set_renorm_limits,
@@ -125,6 +126,10 @@ class TrainConfig:
         (:class:`WeightAverage`), 0 = off. With it the averaged weights are the run's model:
         recalibrated, validated and written to ``best.pt`` and ``last.pt`` (``last.pt`` keeps
         the optimiser's own weights beside them for ``--resume``).
+    :param calibrate_width: after the last epoch, fit the width calibration (``width_scale``,
+        :func:`~grasp_fcn_ros.training.evaluate.fit_width_scale`) on the real training images
+        and write it into ``best.pt`` and ``last.pt`` (each fitted on its own weights); the run
+        itself trains and validates uncalibrated, whatever ``init``'s calibration.
     :param validate_every: recalibrate, validate and update ``best.pt`` every this many epochs
         and after the last one (1 = every epoch). Neither touches the weights or any random
         stream, so the weights after each epoch do not depend on it; in between, ``last.pt``
@@ -162,6 +167,7 @@ class TrainConfig:
     synthetic: int = 0
     synthetic_seed: int = 1
     ema: float = 0.0
+    calibrate_width: bool = True
     validate_every: int = 1
 
 
@@ -261,15 +267,35 @@ def split_samples(samples, config):
             [s for i, s in enumerate(samples) if i in test])
 
 
+def _validation_detector(model, config, device):
+    """The detector validation scores a run's model with (the fixed crop, no jaw check)."""
+    return GraspDetector(TorchBackend(model, device, channels_last=config.channels_last),
+                         DetectorConfig(crop_size_px=config.crop_size_px,
+                                        min_depth_m=config.min_depth_m,
+                                        max_depth_m=config.max_depth_m))
+
+
 def validate(model, samples, config, device):
     """Top-1 accuracy at Jaccard 0.25 of the model on samples, through the detector path."""
-    detector = GraspDetector(TorchBackend(model, device, channels_last=config.channels_last),
-                             DetectorConfig(crop_size_px=config.crop_size_px,
-                                            min_depth_m=config.min_depth_m,
-                                            max_depth_m=config.max_depth_m))
-    result = evaluate(detector, samples)
+    result = evaluate(_validation_detector(model, config, device), samples)
     model.train()
     return result
+
+
+def calibrate_checkpoint(path, samples, config, device, log=print):
+    """Fit a checkpoint's width calibration on (training) samples and write it into the file.
+
+    :returns: the fitted ``width_scale``.
+    """
+    model, _ = load_model(path)
+    model = model.to(device)
+    best, scores = fit_width_scale(_validation_detector(model, config, device), samples)
+    source = (f'fitted on the {len(samples)} training images after training: mean top-1 over '
+              f'J 0.25-0.40 {100 * scores[best]:.2f} % against {100 * scores[1.0]:.2f} % '
+              'uncalibrated')
+    rewrite_checkpoint(path, path, {'width_scale': best}, {'width_scale_source': source})
+    log(f'{os.path.basename(path)}: width calibration {best:g} ({source})')
+    return best
 
 
 def default_workers(device, cores):
@@ -339,7 +365,8 @@ def _model_config(config, train_set):
     base = ModelConfig()
     if config.init:
         base = ModelConfig.from_dict(load_checkpoint(config.init)['config'])
-    return replace(base, metres_per_pixel=training_scale(train_set, config, base.input_size))
+    return replace(base, metres_per_pixel=training_scale(train_set, config, base.input_size),
+                   width_scale=1.0)
 
 
 def _object_library(config, train_set, log):
@@ -598,6 +625,12 @@ def _train(config, processes, device, threads, resume, progress, log):
         distributed.barrier(processes)
     summary = {'best_epoch': best['epoch'], 'best_val_accuracy': best['accuracy'],
                'last': last_path, 'best': best_path, 'log': log_path}
+    if processes.main and config.calibrate_width and train_set:
+        summary['width_scale'] = {
+            name: calibrate_checkpoint(path, train_set, config, device, log)
+            for name, path in (('last', last_path), ('best', best_path))
+            if os.path.isfile(path)}
+    distributed.barrier(processes)
     if processes.main:
         with open(os.path.join(config.output_dir, 'summary.json'), 'w') as stream:
             json.dump(summary, stream, indent=2)
