@@ -7,8 +7,6 @@ Most properties use a fake backend whose output maps hypothesis draws (NaN, inf,
 included); a few examples run the real network with random weights.
 """
 
-from dataclasses import dataclass
-
 from hypothesis import assume, event, example, given, HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -20,6 +18,7 @@ from grasp_fcn_ros.core.depth import decode_depth, DEPTH_ENCODINGS, DepthError
 from grasp_fcn_ros.core.detector import DetectorConfig, GraspDetector
 from grasp_fcn_ros.core.geometry import CameraIntrinsics, GeometryError
 from grasp_fcn_ros.core.grasp import Grasp2D
+from grasp_fcn_ros.core.model import ModelConfig
 from grasp_fcn_ros.core.postprocess import find_peaks, PostprocessConfig
 from grasp_fcn_ros.core.projection import project_grasp, robust_depth
 
@@ -48,12 +47,6 @@ focal = st.one_of(st.floats(1.0, 5000.0), any_float)
 principal = st.one_of(st.floats(-100.0, 1000.0), any_float)
 
 
-@dataclass(frozen=True)
-class FakeModelConfig:
-    input_size: int
-    max_width_px: float = 150.0
-
-
 class MapBackend:
     """A backend that returns fixed maps (4, S, S) whatever the input."""
 
@@ -62,7 +55,7 @@ class MapBackend:
 
     def __init__(self, maps, max_width_px=150.0):
         self.maps = np.asarray(maps, dtype=np.float32)
-        self.config = FakeModelConfig(self.maps.shape[-1], max_width_px)
+        self.config = ModelConfig(input_size=self.maps.shape[-1], max_width_px=max_width_px)
 
     def predict(self, batch):
         assert batch.shape == (1, 1, self.config.input_size, self.config.input_size)
