@@ -630,6 +630,10 @@ class GraspDetectorNode(Node):
         scale = float(getattr(backend.config, 'metres_per_pixel', 0.0) or 0.0)
         scale_text = (f'trained at {1e3 * scale:.3f} mm per network pixel' if scale > 0 else
                       'no recorded training scale: scale_mode metric uses crop_size')
+        width_scale = float(getattr(backend.config, 'width_scale', 1.0))
+        if width_scale != 1.0:
+            scale_text += f", widths read x {width_scale:g} (the model's width calibration)"
+
         prepare = ''
         if hasattr(backend, 'prepare_s'):
             int8 = getattr(backend, 'precision', '') == 'int8'

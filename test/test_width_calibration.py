@@ -167,3 +167,11 @@ def test_exported_backends_carry_the_calibration(random_model_path, tmp_path):
     rewrite_checkpoint(random_model_path, path, {'width_scale': 0.75})
     backend = create_backend(path, 'onnxruntime', 'cpu', 'fp32', cache_dir=str(tmp_path))
     assert backend.config.width_scale == 0.75
+
+
+def test_the_node_says_at_start_up_how_it_reads_widths():
+    from grasp_fcn_ros.node import GraspDetectorNode
+
+    described = GraspDetectorNode._describe_backend(TruthBackend([], 1.0, width_scale=0.7))
+    assert "widths read x 0.7 (the model's width calibration)" in described
+    assert 'widths read' not in GraspDetectorNode._describe_backend(TruthBackend([], 1.0))
