@@ -633,7 +633,6 @@ class GraspDetectorNode(Node):
         width_scale = float(getattr(backend.config, 'width_scale', 1.0))
         if width_scale != 1.0:
             scale_text += f", widths read x {width_scale:g} (the model's width calibration)"
-
         prepare = ''
         if hasattr(backend, 'prepare_s'):
             int8 = getattr(backend, 'precision', '') == 'int8'

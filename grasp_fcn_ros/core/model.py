@@ -165,13 +165,17 @@ def save_checkpoint(path, model, extra=None, half=False):
         model (loading casts them back into the fp32 network; integer buffers stay as they
         are). Training checkpoints stay fp32.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    payload = {'format': CHECKPOINT_FORMAT, 'config': model.config.to_dict(),
-               'state_dict': state, 'meta': extra or {}}
+    _write_payload(path, {'format': CHECKPOINT_FORMAT, 'config': model.config.to_dict(),
+                          'state_dict': state, 'meta': extra or {}})
+
+
+def _write_payload(path, payload):
+    """Write a checkpoint payload atomically (a temporary file, then a rename), its folder
+    created."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f'{path}.tmp'
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -189,13 +193,9 @@ def rewrite_checkpoint(source, destination, config_changes, meta_changes=None):
     """
     payload = load_checkpoint(source)
     config = ModelConfig.from_dict(dict(payload['config'], **config_changes))
-    payload = dict(payload, config=config.to_dict(),
-                   meta=dict(payload.get('meta') or {}, **(meta_changes or {})))
-    folder = os.path.dirname(os.path.abspath(destination))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f'{destination}.tmp'
-    torch.save(payload, tmp)
-    os.replace(tmp, destination)
+    _write_payload(destination, dict(
+        payload, config=config.to_dict(),
+        meta=dict(payload.get('meta') or {}, **(meta_changes or {}))))
 
 
 def update_model_card(path, entries):

@@ -282,19 +282,23 @@ def validate(model, samples, config, device):
     return result
 
 
-def calibrate_checkpoint(path, samples, config, device, log=print):
-    """Fit a checkpoint's width calibration on (training) samples and write it into the file.
+def calibrate_checkpoints(paths, samples, config, device, log=print):
+    """Fit the width calibration of checkpoints holding the same weights on (training) samples,
+    once, and write it into each file.
 
+    :param paths: checkpoint files; the weights are read from the first.
     :returns: the fitted ``width_scale``.
     """
-    model, _ = load_model(path)
+    model, _ = load_model(paths[0])
     model = model.to(device)
     best, scores = fit_width_scale(_validation_detector(model, config, device), samples)
     source = (f'fitted on the {len(samples)} training images after training: mean top-1 over '
               f'J 0.25-0.40 {100 * scores[best]:.2f} % against {100 * scores[1.0]:.2f} % '
               'uncalibrated')
-    rewrite_checkpoint(path, path, {'width_scale': best}, {'width_scale_source': source})
-    log(f'{os.path.basename(path)}: width calibration {best:g} ({source})')
+    for path in paths:
+        rewrite_checkpoint(path, path, {'width_scale': best}, {'width_scale_source': source})
+    log(f"{', '.join(os.path.basename(p) for p in paths)}: width calibration {best:g} "
+        f'({source})')
     return best
 
 
@@ -625,11 +629,17 @@ def _train(config, processes, device, threads, resume, progress, log):
         distributed.barrier(processes)
     summary = {'best_epoch': best['epoch'], 'best_val_accuracy': best['accuracy'],
                'last': last_path, 'best': best_path, 'log': log_path}
-    if processes.main and config.calibrate_width and train_set:
-        summary['width_scale'] = {
-            name: calibrate_checkpoint(path, train_set, config, device, log)
-            for name, path in (('last', last_path), ('best', best_path))
-            if os.path.isfile(path)}
+    if processes.main and config.calibrate_width and train_set and os.path.isfile(last_path):
+        # best.pt holds the last epoch's weights too when that epoch was the best: one fit
+        same = best['epoch'] == config.epochs - 1 and os.path.isfile(best_path)
+        scale = calibrate_checkpoints([last_path] + ([best_path] if same else []), train_set,
+                                      config, device, log)
+        summary['width_scale'] = {'last': scale}
+        if same:
+            summary['width_scale']['best'] = scale
+        elif os.path.isfile(best_path):
+            summary['width_scale']['best'] = calibrate_checkpoints([best_path], train_set,
+                                                                   config, device, log)
     distributed.barrier(processes)
     if processes.main:
         with open(os.path.join(config.output_dir, 'summary.json'), 'w') as stream:
