@@ -93,6 +93,14 @@ RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
 IMAGE_RELIABILITY = ('auto',) + tuple(RELIABILITY)
 
 
+#: Event callbacks for the subscriptions this node destroys while it spins (re-matched to their
+#: publishers): none, so they add no event handlers to the executor's wait set. rclpy's
+#: multi-threaded executor raises InvalidHandle, and the node would stop, when an event handler
+#: is destroyed by a callback while another thread builds the wait set. The node reports
+#: incompatible image publishers itself (``_warn_incompatible_publishers``).
+NO_EVENT_HANDLERS = SubscriptionEventCallbacks(use_default_callbacks=False)
+
+
 def matching_reliability(offered):
     """The image subscription's reliability for the reliabilities its publishers offer.
 
@@ -599,6 +607,7 @@ class GraspDetectorNode(Node):
         self._info_sub = self.create_subscription(CameraInfo, 'camera_info',
                                                   self._on_camera_info, CAMERA_INFO_QOS)
         self._latched_info_sub = None
+        self._incompatible_publishers = {}  # topic -> best-effort publishers a reliable sub misses
         self._depth_sub = self._depth_reliability = None
         self._color_sub = self._color_reliability = None
         self._match_publishers()
@@ -777,13 +786,25 @@ class GraspDetectorNode(Node):
             with self._lock:
                 self._color_msg = None
 
-    def _image_reliability(self, topic):
-        """The reliability an image subscription to ``topic`` should have now."""
+    def _image_reliability(self, offered):
+        """The reliability an image subscription should have now, for the reliabilities its
+        publishers offer."""
         setting = self._values['image_reliability']
         if setting != 'auto':
             return setting
-        return matching_reliability(info.qos_profile.reliability
-                                    for info in self.get_publishers_info_by_topic(topic))
+        return matching_reliability(offered)
+
+    def _warn_incompatible_publishers(self, topic, reliability, offered):
+        """Warn once each time more publishers of ``topic`` offer best effort to a reliable
+        subscription (it receives nothing from them)."""
+        incompatible = (sum(r == ReliabilityPolicy.BEST_EFFORT for r in offered)
+                        if reliability == 'reliable' else 0)
+        if incompatible > self._incompatible_publishers.get(topic, 0):
+            self.get_logger().warning(
+                f"{incompatible} publisher(s) of '{topic}' offer best-effort reliability: the "
+                "reliable subscription (image_reliability 'reliable') receives nothing from "
+                "them; set image_reliability to 'auto' or 'best_effort'")
+        self._incompatible_publishers[topic] = incompatible
 
     def _match_image_subscription(self, subscription, reliability, name, callback, wanted):
         """Create, re-create (another reliability) or drop one image subscription.
@@ -796,12 +817,16 @@ class GraspDetectorNode(Node):
             return None, None
         topic = (subscription.topic_name if subscription is not None
                  else self.resolve_topic_name(name))
-        target = self._image_reliability(topic)
+        offered = [info.qos_profile.reliability
+                   for info in self.get_publishers_info_by_topic(topic)]
+        target = self._image_reliability(offered)
+        self._warn_incompatible_publishers(topic, target, offered)
         if subscription is not None and target == reliability:
             return subscription, reliability
         if subscription is not None:
             self.destroy_subscription(subscription)
-        subscription = self.create_subscription(Image, name, callback, image_qos(target))
+        subscription = self.create_subscription(Image, name, callback, image_qos(target),
+                                                event_callbacks=NO_EVENT_HANDLERS)
         self.get_logger().info(f"subscribed to '{topic}' with {target} reliability"
                                + (' (as its publishers offer)'
                                   if self._values['image_reliability'] == 'auto' else ''))
@@ -818,10 +843,9 @@ class GraspDetectorNode(Node):
         if latched and self._latched_info_sub is None:
             # other publishers on the topic are incompatible with it: expected, not worth a
             # warning (the best-effort subscription receives from them)
-            quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _event: None)
             self._latched_info_sub = self.create_subscription(
                 CameraInfo, 'camera_info', self._on_camera_info, LATCHED_CAMERA_INFO_QOS,
-                event_callbacks=quiet)
+                event_callbacks=NO_EVENT_HANDLERS)
             self.get_logger().info(
                 f"a publisher of '{topic}' offers transient-local durability: subscribed "
                 'with reliable + transient-local too')

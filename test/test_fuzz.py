@@ -375,6 +375,8 @@ def test_distorted_camera_never_returns_a_non_finite_pose(u, v, angle, width_px,
        max_peaks=st.integers(-1, 12))
 @example(quality=np.array([[np.inf, np.nan, -np.inf, 0.5]], np.float32), threshold=0.0,
          distance=0, max_peaks=3)
+@example(quality=np.array([[np.finfo(np.float32).max, 0.0, np.inf]], np.float32),
+         threshold=0.0, distance=0, max_peaks=2)
 def test_find_peaks_in_bounds_and_best_first(quality, threshold, distance, max_peaks):
     peaks = find_peaks(quality, threshold, distance, max_peaks)
     assert peaks.ndim == 2 and peaks.shape[1] == 2

@@ -5,14 +5,18 @@ logger is replaced by one that counts warnings, so that throttling is measured m
 message. The node and the test's publishers share one rclpy context.
 """
 
+import itertools
 import subprocess
 import sys
+import threading
 import time
 import types
 
 import numpy as np
 import pytest
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
+from rclpy.qos import ReliabilityPolicy
 import torch
 
 from grasp_fcn_ros import node as node_module
@@ -154,6 +158,31 @@ def test_a_repeated_problem_is_logged_once_per_throttle_period(detector, monkeyp
     assert all(level == 'warning' for level, _ in logger.lines)
 
 
+def test_best_effort_publishers_a_reliable_subscription_misses_are_warned_about_once(
+        detector, monkeypatch):
+    node = detector.node
+    logger = CountingLogger()
+    monkeypatch.setattr(node, 'get_logger', lambda: logger)
+    monkeypatch.setattr(node, '_incompatible_publishers', {})
+    reliable, best_effort = ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT
+    text = "1 publisher(s) of '/cam/depth' offer best-effort reliability"
+
+    def check(reliability, *offered):
+        node._warn_incompatible_publishers('/cam/depth', reliability, offered)
+
+    check('reliable', reliable)
+    assert logger.lines == []
+    check('reliable', reliable, best_effort)
+    check('reliable', best_effort, reliable)  # the same publishers, checked again: no news
+    assert logger.count(text) == 1 and len(logger.lines) == 1, logger.lines
+    check('reliable', best_effort, best_effort)  # one more
+    assert logger.count('2 publisher(s)') == 1, logger.lines
+    check('best_effort', best_effort, best_effort)  # best effort receives from every one
+    check('reliable', best_effort)  # gone and back: news again
+    assert logger.count(text) == 2 and len(logger.lines) == 3, logger.lines
+    assert all(level == 'warning' for level, _ in logger.lines)
+
+
 def test_a_metric_crop_larger_than_the_image_is_clamped_with_a_warning(detector, monkeypatch,
                                                                          tmp_path):
     # a model trained at 2 mm per network pixel sees the table at 0.70 m through fx = 585 px:
@@ -283,3 +312,52 @@ def test_freeze_heap_exempts_the_start_up_objects_and_a_refreeze_collects_droppe
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith('ok')
+
+
+#: Re-subscriptions the churn test makes: rclpy's executor crashed within a few hundred when
+#: the image subscriptions carried event handlers.
+CHURN_CYCLES = 1500
+
+
+def test_re_subscribing_while_a_multi_threaded_executor_spins_keeps_the_node_up(
+        client, random_model_path, monkeypatch):
+    # the node's own executor and publisher-matching timer, with the timer at 1 ms and every
+    # check asking for the other reliability: the depth subscription is destroyed and made
+    # again while the executor's main thread builds its wait set
+    monkeypatch.setattr(node_module, 'PUBLISHER_QOS_CHECK_PERIOD_S', 0.001)
+    node = GraspDetectorNode(context=client.context, namespace='/churn', parameter_overrides=[
+        Parameter('model_path', value=random_model_path), Parameter('device', value='cpu')])
+    reliabilities = itertools.cycle(('best_effort', 'reliable'))
+    cycles = []
+
+    def alternate(offered):
+        cycles.append(None)
+        return next(reliabilities)
+
+    node._image_reliability = alternate
+    executor = MultiThreadedExecutor(num_threads=node_module.EXECUTOR_THREADS,
+                                     context=client.context)
+    executor.add_node(node)
+    stop, errors = threading.Event(), []
+
+    def spin():
+        try:
+            while not stop.is_set():
+                executor.spin_once(timeout_sec=0.05)
+        except Exception as exc:  # noqa: BLE001 - what the test looks for
+            errors.append(exc)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while len(cycles) < CHURN_CYCLES and not errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        spinner.join(10.0)
+        executor.remove_node(node)
+        executor.shutdown()
+        node.destroy_node()
+    assert not errors, errors
+    assert len(cycles) >= CHURN_CYCLES, len(cycles)

@@ -214,14 +214,15 @@ def find_peaks(quality, threshold, min_distance_px, max_peaks):
     """
     quality = np.asarray(quality, dtype=np.float32)
     finite = bool(np.isfinite(quality.sum(dtype=np.float64)))
-    if not finite:  # a NaN or inf somewhere (a broken network output): NaN is never a peak
-        quality = np.nan_to_num(quality, nan=-np.inf)
+    if not finite:  # a NaN or inf somewhere (a broken network output): NaN is never a peak,
+        # +inf is the best quality there is (kept: equal to the largest float, it would tie)
+        quality = np.where(np.isnan(quality), np.float32(-np.inf), quality)
     d = max(int(min_distance_px), 1)
     # only pixels above the threshold can be peaks: the local-maximum test reads those alone
     flat = quality.ravel()
     above = np.flatnonzero(flat >= threshold)
-    if not finite:
-        above = above[np.isfinite(flat[above])]
+    if not finite:  # a threshold of -inf would admit them
+        above = above[flat[above] > -np.inf]
     if above.size == 0 or max_peaks <= 0:
         return np.zeros((0, 2), dtype=np.int64)
     kernel = np.ones((2 * d + 1, 2 * d + 1), np.uint8)
