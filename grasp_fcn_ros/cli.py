@@ -7,6 +7,7 @@ import sys
 
 from .core.devices import PRECISIONS
 from .core.geometry import CORNELL_INTRINSICS
+from .core.model import HEAD_BN_MIN_SCALE
 from .core.scale import SCALE_MODES, SCENE_DEPTH_STATISTICS
 from .options import detector_config, progress_bar
 from .resources import default_calibration_dir, default_model_path
@@ -128,6 +129,7 @@ def _train_config(args):
                        device=args.device, precision=args.precision, workers=args.workers,
                        threads=args.threads, init=args.init, synthetic=args.synthetic,
                        synthetic_seed=args.synthetic_seed, ema=args.ema,
+                       head_min_scale=args.head_min_scale,
                        calibrate_width=not args.no_width_calibration,
                        folds=args.folds, fold=args.fold, split=args.split,
                        object_map=args.object_map, augment=augment,
@@ -381,6 +383,10 @@ def _decay(text):
     return _fraction(text, 'a decay', one_allowed=False)
 
 
+def _head_scale(text):
+    return _fraction(text, 'a BatchNorm scale', one_allowed=True)
+
+
 def _probability(text):
     return _fraction(text, 'a probability', one_allowed=True)
 
@@ -443,6 +449,11 @@ def build_parser():
                    help='keep an exponential moving average of the weights (decay per '
                    "optimiser step, e.g. 0.98) and make it the run's model: validated, and "
                    'written to best.pt and last.pt (default 0: off)')
+    p.add_argument('--head-min-scale', type=_head_scale, default=HEAD_BN_MIN_SCALE,
+                   metavar='SCALE',
+                   help="keep each output head's BatchNorm scale at least this large in "
+                   'magnitude, from --init on and after every step, so that no head dies '
+                   '(outputs a constant); 0 = off (default %(default)s)')
     p.add_argument('--device', default='auto')
     p.add_argument('--precision', choices=PRECISIONS, default='auto',
                    help='autocast of the training forward: auto takes bf16 where the CPU '

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from grasp_fcn_ros.core.detector import DetectorConfig, GraspDetector
-from grasp_fcn_ros.core.model import GraspFCN, load_checkpoint, ModelConfig
+from grasp_fcn_ros.core.model import (
+    GraspFCN,
+    HEAD_BN_MIN_SCALE,
+    keep_heads_alive,
+    load_checkpoint,
+    load_model,
+    ModelConfig,
+    save_checkpoint,
+)
 from grasp_fcn_ros.training.dataset import find_samples, make_example
 from grasp_fcn_ros.training.evaluate import evaluate, JACCARD_THRESHOLDS
 from grasp_fcn_ros.training.train import grasp_loss, learning_rate, spread, train, TrainConfig
@@ -122,3 +130,32 @@ def test_spread_takes_evenly_spaced_samples():
     assert spread(list(range(10)), 4) == [0, 3, 6, 9]
     assert spread(list(range(3)), 8) == [0, 1, 2]
     assert spread([], 4) == [] and spread([1, 2], 0) == []
+
+
+def _head_scales(model):
+    return [head[1].weight.item() for head in model.heads]
+
+
+def test_keep_heads_alive_raises_dying_head_scales_and_keeps_their_sign():
+    model = GraspFCN(ModelConfig(channels=(2, 2, 2, 2, 2, 2)))
+    for head, scale in zip(model.heads, (0.0, -0.001, 0.05, -0.3)):
+        head[1].weight.data.fill_(scale)
+    assert keep_heads_alive(model, 0.0) == []
+    assert keep_heads_alive(model, HEAD_BN_MIN_SCALE) == ['quality', 'cos']
+    assert _head_scales(model) == pytest.approx([HEAD_BN_MIN_SCALE, -HEAD_BN_MIN_SCALE, 0.05,
+                                                 -0.3])
+    assert keep_heads_alive(model) == []
+
+
+def test_fine_tuning_raises_a_dying_head_of_init_and_keeps_it_up(dataset, tmp_path):
+    init = GraspFCN()
+    init.heads[2][1].weight.data.fill_(0.001)  # sin: dying, as synthetic pre-training left it
+    save_checkpoint(str(tmp_path / 'init.pt'), init)
+    lines = []
+    train(TrainConfig(dataset=dataset, output_dir=str(tmp_path / 'run'), epochs=1, batch_size=2,
+                      device='cpu', init=str(tmp_path / 'init.pt'), calibrate_width=False),
+          log=lines.append)
+    assert any('its sin head raised to a BatchNorm scale of 0.02' in line
+               for line in lines), lines
+    model, _ = load_model(str(tmp_path / 'run' / 'last.pt'))
+    assert min(abs(s) for s in _head_scales(model)) >= np.float32(HEAD_BN_MIN_SCALE)

@@ -17,6 +17,10 @@ CHECKPOINT_FORMAT = 'grasp_fcn/1'
 #: Initial scale of the heads' BatchNorm: the targets are mostly 0 with small variance, so
 #: starting the output spread near theirs, rather than at 1, saves many training steps.
 HEAD_BN_INIT_SCALE = 0.1
+#: Smallest magnitude training leaves the heads' BatchNorm scale (:func:`keep_heads_alive`):
+#: below the spread of the angle targets (standard deviation over Cornell's training maps, not
+#: turned: 0.09 for cos 2 phi, 0.04 for sin 2 phi, most rectangles being near 0 or 90 degrees).
+HEAD_BN_MIN_SCALE = 0.02
 
 
 class ModelError(RuntimeError):
@@ -148,6 +152,30 @@ class GraspFCN(nn.Module):
         for level, join, skip in zip(self.decoder, self.joins, reversed(skips)):
             x = join(level(x), skip)
         return torch.cat([head(x) for head in self.heads], dim=1)
+
+
+@torch.no_grad()
+def keep_heads_alive(model, min_scale=HEAD_BN_MIN_SCALE):
+    """Raise the magnitude of each head's BatchNorm scale to at least ``min_scale``, its sign
+    kept (0 counts as positive).
+
+    A head ends in a one-channel BatchNorm: its output is ``scale * normalised + bias``. While
+    the features do not yet tell a head's target, the loss pulls the scale towards 0; at 0 the
+    head outputs a constant and passes its convolution (and the network) no gradient, and
+    nothing brings it back. Fine-tuned from synthetic pre-training (whose angle heads ended at
+    0.012), runs lost the cos head that way (every angle then read 45 or 135 degrees) or the
+    sin head (0 or 90 degrees: a diagonal object gets a grasp turned 45 degrees from it).
+
+    :param model: a :class:`GraspFCN` (not a DistributedDataParallel wrapper).
+    :returns: names (:attr:`GraspFCN.OUTPUTS`) of the heads raised.
+    """
+    raised = []
+    for name, head in zip(GraspFCN.OUTPUTS, model.heads):
+        scale = head[1].weight
+        if scale.abs().min() < min_scale:
+            scale.copy_(torch.where(scale < 0, -1.0, 1.0) * scale.abs().clamp(min=min_scale))
+            raised.append(name)
+    return raised
 
 
 def count_parameters(model):

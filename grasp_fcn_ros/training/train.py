@@ -25,6 +25,8 @@ from ..core.devices import autocast_context, resolve_device, resolve_precision
 from ..core.geometry import CameraIntrinsics, CORNELL_INTRINSICS, CropTransform
 from ..core.model import (
     GraspFCN,
+    HEAD_BN_MIN_SCALE,
+    keep_heads_alive,
     load_checkpoint,
     load_model,
     ModelConfig,
@@ -126,6 +128,9 @@ class TrainConfig:
         (:class:`WeightAverage`), 0 = off. With it the averaged weights are the run's model:
         recalibrated, validated and written to ``best.pt`` and ``last.pt`` (``last.pt`` keeps
         the optimiser's own weights beside them for ``--resume``).
+    :param head_min_scale: after ``init``'s weights are loaded and after every optimiser step,
+        the heads' BatchNorm scales are kept at least this large in magnitude
+        (:func:`~grasp_fcn_ros.core.model.keep_heads_alive`), so that no head dies; 0 = off.
     :param calibrate_width: after the last epoch, fit the width calibration (``width_scale``,
         :func:`~grasp_fcn_ros.training.evaluate.fit_width_scale`) on the real training images
         and write it into ``best.pt`` and ``last.pt`` (each fitted on its own weights); the run
@@ -167,6 +172,7 @@ class TrainConfig:
     synthetic: int = 0
     synthetic_seed: int = 1
     ema: float = 0.0
+    head_min_scale: float = HEAD_BN_MIN_SCALE
     calibrate_width: bool = True
     validate_every: int = 1
 
@@ -501,6 +507,10 @@ def _train(config, processes, device, threads, resume, progress, log):
     elif config.init:
         _initial_weights(model, config.init)
         log(f'starting from the weights of {config.init}')
+        raised = keep_heads_alive(model, config.head_min_scale)
+        if raised:
+            log(f"its {', '.join(raised)} head{'s' if len(raised) > 1 else ''} raised to a "
+                f'BatchNorm scale of {config.head_min_scale:g} (were dying)')
     model.to(device, memory_format=memory_format)
     renorm_layers = use_batch_renorm(model) if config.batch_renorm else []
     network = wrap_distributed(model, processes, device)
@@ -571,6 +581,7 @@ def _train(config, processes, device, threads, resume, progress, log):
                 group['lr'] = learning_rate(config, global_step, total_steps)
             loss, parts = training_step(network, optimiser, x, y, config.weights, precision,
                                         scaler)
+            keep_heads_alive(model, config.head_min_scale)
             if average is not None:
                 average.update(model, global_step)
             totals += [loss * len(x), parts['quality'] * len(x), parts['angle'] * len(x),
