@@ -35,12 +35,13 @@ FRAMES = sorted(glob.glob(os.path.join(default_calibration_dir(), '*d.tiff')))
 #: rectangle overlapping at SAME_JACCARD or more, angles within SAME_ANGLE_DEG (on an elongated
 #: object Q is nearly flat along the object, and the best centre may slide along it).
 # the p99 of |dQ| comes from the steep flanks of the Q blobs, where a rounding shifts an edge
-# by a fraction of a pixel: the shipped model's 0.068 (bf16) and 0.011 (int8) on these frames
-# (int8: mean 0.0013, its first two convolutions unquantised; with the input layer alone
-# unquantised 0.0027 and 0.043; quantised with turned calibration frames, symmetric
-# activations and an int8 input layer 0.0135 and 0.29, and its top-1 left fp32's top 5)
+# by a fraction of a pixel: the shipped model's 0.017 (bf16, mean 0.0008) and 0.031 (int8, mean
+# 0.0019, max 0.14; its first two convolutions unquantised) on these frames; the previous
+# model's 0.068 and 0.011 (int8 mean 0.0013). A quantisation with turned calibration frames,
+# symmetric activations and an int8 input layer reached 0.0135 and 0.29 on the previous model,
+# and its top-1 left fp32's top 5
 TOLERANCES = {'bf16': (0.003, 0.1, 0.5, 15.0), 'fp16': (0.002, 0.03, 0.5, 15.0),
-              'int8': (0.003, 0.03, 0.5, 15.0)}
+              'int8': (0.004, 0.06, 0.5, 15.0)}
 TOP_K = 5
 
 
