@@ -569,12 +569,18 @@ class GraspDetectorNode(Node):
             overrides[name] = coerce_parameter(overrides[name])
         self.add_pre_set_parameters_callback(
             lambda parameters: [coerce_parameter(p) for p in parameters])
-        for name, spec in PARAMETERS.items():
-            self.declare_parameter(name, spec.default, spec.descriptor())
-        self._values = {name: self.get_parameter(name).value for name in PARAMETERS}
-        problem = validate_settings(self._values)
-        if problem:
-            raise StartupError(f'invalid parameters: {problem}')
+        try:
+            for name, spec in PARAMETERS.items():
+                self.declare_parameter(name, spec.default, spec.descriptor())
+            self._values = {name: self.get_parameter(name).value for name in PARAMETERS}
+            problem = validate_settings(self._values)
+            if problem:
+                raise StartupError(f'invalid parameters: {problem}')
+        except STARTUP_ERRORS:
+            # the half-built node's services go now, while the context is valid: left to the
+            # garbage collector after rclpy's shutdown, their destruction can crash the process
+            self.destroy_node()
+            raise
         self._config = detector_config(self._values)
         self._backend, self._model_error = None, None
         try:
