@@ -443,8 +443,11 @@ def check_model(values):
 
 def backend_options(values, choice):
     """Backend options of the parameter values for a runtime choice (CPU threads, the int8
-    calibration)."""
+    calibration; under ``backend: auto``, PyTorch on CUDA replays a captured CUDA graph)."""
     options = {}
+    if values['backend'] == 'auto' and choice.backend == 'torch' \
+            and choice.device.startswith('cuda'):
+        options['cuda_graphs'] = True
     if choice.device == 'cpu':
         threads = int(values['inference_threads'])
         if threads or choice.backend in ('torch', 'torch-channels-last'):

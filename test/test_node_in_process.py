@@ -361,3 +361,15 @@ def test_re_subscribing_while_a_multi_threaded_executor_spins_keeps_the_node_up(
         node.destroy_node()
     assert not errors, errors
     assert len(cycles) >= CHURN_CYCLES, len(cycles)
+
+
+def test_backend_auto_on_cuda_replays_a_cuda_graph_and_an_explicit_backend_does_not():
+    from grasp_fcn_ros.core.runtime import RuntimeChoice
+
+    cuda = RuntimeChoice('torch', 'cuda', 'fp16', 'a GPU')
+    auto = dict(node_module.DEFAULTS, backend='auto')
+    assert node_module.backend_options(auto, cuda)['cuda_graphs'] is True
+    explicit = dict(node_module.DEFAULTS, backend='torch')
+    assert 'cuda_graphs' not in node_module.backend_options(explicit, cuda)
+    cpu = RuntimeChoice('torch', 'cpu', 'fp32', 'no GPU')
+    assert 'cuda_graphs' not in node_module.backend_options(auto, cpu)

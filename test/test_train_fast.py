@@ -490,3 +490,18 @@ def test_synthetic_scenes_are_mixed_into_every_epoch(tmp_path, dataset, small_mo
     assert any('with 3 synthetic scenes (seed 2)' in line
                and f'{real + 3} training examples' in line for line in lines), lines
     assert os.path.isfile(summary['last'])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('workers', [0, 2])
+def test_a_cuda_run_trains_and_saves_a_checkpoint_any_machine_loads(
+        dataset, small_model, tmp_path, workers):
+    out = tmp_path / 'run'
+    summary = train(_config(dataset, out, small_model, device='cuda', precision='auto',
+                            epochs=4, workers=workers, augment=None, lr=2e-3),
+                    log=lambda *_: None)
+    with open(out / 'log.csv') as stream:
+        losses = [float(row['loss']) for row in csv.DictReader(stream)]
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
+    checkpoint = torch.load(summary['last'], map_location='cpu', weights_only=True)
+    assert all(value.device.type == 'cpu' for value in checkpoint['state_dict'].values())

@@ -180,10 +180,13 @@ def _synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def backend_options(backend, threads, precision='fp32'):
+def backend_options(backend, threads, precision='fp32', device='cpu'):
     """Options that limit a backend to ``threads`` CPU threads (0 = the runtime's default),
-    and the bundled real frames as int8 calibration."""
+    the bundled real frames as int8 calibration, and PyTorch on CUDA with a captured CUDA
+    graph, as ``backend: auto`` runs it there."""
     options = {}
+    if backend == 'torch' and str(device).startswith('cuda'):
+        options['cuda_graphs'] = True
     if threads and backend in ('onnxruntime', 'openvino'):
         options['threads'] = int(threads)
     if precision == 'int8':
@@ -233,7 +236,7 @@ def run_pipeline_bench(model_path, frames, targets, num_frames, warmup, detector
         backend, device, precision = target
         start = time.perf_counter()
         model = create_backend(model_path, backend, device, precision,
-                               **backend_options(backend, threads, precision))
+                               **backend_options(backend, threads, precision, device))
         if mirror:
             model = AveragedBackend([model], mirror=True)
         detectors[target] = GraspDetector(model, detector_config)
