@@ -663,6 +663,8 @@ class GraspDetectorNode(Node):
         reason = f' ({choice.reason})' if choice is not None else ''
         threads = getattr(backend, 'threads', None)
         threads_text = f', {threads} threads' if threads else ''
+        if getattr(getattr(backend, 'plan', None), 'cuda_graphs', False):
+            threads_text += ', replaying a CUDA graph'
         return (f"{backend.name} {getattr(backend, 'precision', 'fp32')} on {backend.device}"
                 f'{threads_text}{reason}{prepare}, {scale_text}')
 

@@ -373,3 +373,9 @@ def test_backend_auto_on_cuda_replays_a_cuda_graph_and_an_explicit_backend_does_
     assert 'cuda_graphs' not in node_module.backend_options(explicit, cuda)
     cpu = RuntimeChoice('torch', 'cpu', 'fp32', 'no GPU')
     assert 'cuda_graphs' not in node_module.backend_options(auto, cpu)
+    gpu_backend = types.SimpleNamespace(
+        name='torch', precision='fp16', device='cuda', choice=cuda,
+        plan=types.SimpleNamespace(cuda_graphs=True),
+        config=types.SimpleNamespace(metres_per_pixel=0.002))
+    line = GraspDetectorNode._describe_backend(gpu_backend)
+    assert line.startswith('torch fp16 on cuda, replaying a CUDA graph (a GPU)'), line
