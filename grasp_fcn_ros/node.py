@@ -443,11 +443,8 @@ def check_model(values):
 
 def backend_options(values, choice):
     """Backend options of the parameter values for a runtime choice (CPU threads, the int8
-    calibration; under ``backend: auto``, PyTorch on CUDA replays a captured CUDA graph)."""
+    calibration)."""
     options = {}
-    if values['backend'] == 'auto' and choice.backend == 'torch' \
-            and choice.device.startswith('cuda'):
-        options['cuda_graphs'] = True
     if choice.device == 'cpu':
         threads = int(values['inference_threads'])
         if threads or choice.backend in ('torch', 'torch-channels-last'):
@@ -460,11 +457,14 @@ def backend_options(values, choice):
 
 def build_backend(values):
     """The inference backend of a set of parameter values (the runtime chosen as
-    :func:`~grasp_fcn_ros.core.runtime.choose_runtime` chooses it; ``choice`` says why)."""
+    :func:`~grasp_fcn_ros.core.runtime.choose_runtime` chooses it; ``choice`` says why).
+
+    The parameters go to :func:`~grasp_fcn_ros.core.backends.create_backend` as given, not
+    resolved, so that what it does for a request of ``auto`` (a CUDA graph on a GPU) applies.
+    """
     choice = choose_runtime(values['backend'], values['precision'], values['device'])
-    backend = create_backend(model_file(values), choice.backend, choice.device,
-                             choice.precision, **backend_options(values, choice))
-    backend.choice = choice  # the reason for the parameters as given, not as resolved
+    backend = create_backend(model_file(values), values['backend'], values['device'],
+                             values['precision'], **backend_options(values, choice))
     if values['test_time_mirror']:
         backend = AveragedBackend([backend], mirror=True)
     return backend

@@ -327,6 +327,28 @@ def test_create_backend_on_cuda_refuses_clearly_without_gpu(no_cuda, random_mode
     assert str(auto.device) == 'cpu'
 
 
+def test_auto_on_cuda_replays_a_cuda_graph_and_an_explicit_backend_does_not(
+        monkeypatch, random_model_path):
+    from grasp_fcn_ros.core import backends
+
+    built = []
+
+    class Recorder:
+        def __init__(self, model, device='cpu', **options):
+            built.append((device, options))
+
+    monkeypatch.setattr(backends, 'TorchBackend', Recorder)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: 'Test GPU')
+    create_backend(random_model_path, 'auto', 'auto', 'auto')
+    create_backend(random_model_path, 'torch', 'cuda', 'fp16')
+    create_backend(random_model_path, 'torch', 'cpu', 'fp32')
+    (auto_device, auto), (_, explicit), (_, cpu) = built
+    assert auto_device == 'cuda' and auto['cuda_graphs'] is True
+    assert 'cuda_graphs' not in explicit
+    assert 'cuda_graphs' not in cpu
+
+
 @pytest.mark.parametrize('backend', [b for b in AVAILABLE if b.values[0] in RUNTIMES])
 def test_exported_backends_choose_the_cpu_for_auto(backend, no_cuda, random_model_path):
     assert create_backend(random_model_path, backend, 'auto').device == 'cpu'

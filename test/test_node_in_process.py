@@ -363,18 +363,22 @@ def test_re_subscribing_while_a_multi_threaded_executor_spins_keeps_the_node_up(
     assert len(cycles) >= CHURN_CYCLES, len(cycles)
 
 
-def test_backend_auto_on_cuda_replays_a_cuda_graph_and_an_explicit_backend_does_not():
+def test_the_node_asks_for_the_backend_as_given_and_says_when_it_replays_a_cuda_graph(
+        monkeypatch):
     from grasp_fcn_ros.core.runtime import RuntimeChoice
 
-    cuda = RuntimeChoice('torch', 'cuda', 'fp16', 'a GPU')
-    auto = dict(node_module.DEFAULTS, backend='auto')
-    assert node_module.backend_options(auto, cuda)['cuda_graphs'] is True
-    explicit = dict(node_module.DEFAULTS, backend='torch')
-    assert 'cuda_graphs' not in node_module.backend_options(explicit, cuda)
-    cpu = RuntimeChoice('torch', 'cpu', 'fp32', 'no GPU')
-    assert 'cuda_graphs' not in node_module.backend_options(auto, cpu)
+    calls = []
+    monkeypatch.setattr(node_module, 'create_backend',
+                        lambda path, *request, **options: calls.append((request, options))
+                        or types.SimpleNamespace())
+    node_module.build_backend(dict(node_module.DEFAULTS, backend='auto', device='cpu',
+                                   precision='auto', test_time_mirror=False))
+    (request, options), = calls
+    assert request == ('auto', 'cpu', 'auto')  # not resolved: auto's own rules apply
+    assert 'cuda_graphs' not in options
     gpu_backend = types.SimpleNamespace(
-        name='torch', precision='fp16', device='cuda', choice=cuda,
+        name='torch', precision='fp16', device='cuda',
+        choice=RuntimeChoice('torch', 'cuda', 'fp16', 'a GPU'),
         plan=types.SimpleNamespace(cuda_graphs=True),
         config=types.SimpleNamespace(metres_per_pixel=0.002))
     line = GraspDetectorNode._describe_backend(gpu_backend)
