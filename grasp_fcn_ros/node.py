@@ -461,12 +461,19 @@ def build_backend(values):
 
     The parameters go to :func:`~grasp_fcn_ros.core.backends.create_backend` as given, not
     resolved, so that what it does for a request of ``auto`` (a CUDA graph on a GPU) applies.
+    The backend is warmed up on a blank input before it is returned (its ``warmup_s``, seconds):
+    a runtime's first call pays for its lazy set-up (memory, kernel selection, a CUDA graph's
+    capture), and that call is not the first camera frame's.
     """
     choice = choose_runtime(values['backend'], values['precision'], values['device'])
     backend = create_backend(model_file(values), values['backend'], values['device'],
                              values['precision'], **backend_options(values, choice))
     if values['test_time_mirror']:
         backend = AveragedBackend([backend], mirror=True)
+    if hasattr(backend, 'warmup'):
+        started = time.perf_counter()
+        backend.warmup()
+        backend.warmup_s = time.perf_counter() - started
     return backend
 
 
@@ -665,6 +672,8 @@ class GraspDetectorNode(Node):
         threads_text = f', {threads} threads' if threads else ''
         if getattr(getattr(backend, 'plan', None), 'cuda_graphs', False):
             threads_text += ', replaying a CUDA graph'
+        if hasattr(backend, 'warmup_s'):
+            prepare += f', warmed up in {1e3 * backend.warmup_s:.0f} ms'
         return (f"{backend.name} {getattr(backend, 'precision', 'fp32')} on {backend.device}"
                 f'{threads_text}{reason}{prepare}, {scale_text}')
 

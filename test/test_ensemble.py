@@ -117,6 +117,47 @@ def test_members_are_averaged_pass_by_pass():
     assert AveragedBackend([ConstantBackend(low, config)] * 2, mirror=True).passes == 4
 
 
+class CountingBackend(ConstantBackend):
+    """Records the batch shape of every call and the warm-ups asked of it."""
+
+    def __init__(self, output, config=None):
+        super().__init__(output, config)
+        self.shapes, self.warmups = [], 0
+
+    def predict(self, batch):
+        self.shapes.append(batch.shape)
+        return super().predict(batch)
+
+    def warmup(self, runs=2):
+        self.warmups += 1
+
+
+def test_the_mirrored_view_reaches_each_member_in_the_same_call():
+    config = ModelConfig(input_size=4)
+    members = [CountingBackend(np.zeros((4, 4, 4)), config) for _ in range(2)]
+    averaged = AveragedBackend(members, mirror=True)
+    averaged.predict(np.zeros((1, 1, 4, 4), np.float32))
+    for member in members:
+        assert member.shapes == [(2, 1, 4, 4)]  # the input and its mirror image, one call
+    # warm-up runs the batch the members will get (a CUDA graph is captured per shape)
+    averaged.warmup(runs=1)
+    assert [member.shapes[-1] for member in members] == [(2, 1, 4, 4)] * 2
+    assert [member.warmups for member in members] == [0, 0]
+
+
+def test_one_call_for_both_views_gives_the_maps_of_two_calls(random_model_path):
+    from grasp_fcn_ros.core.backends import create_backend
+
+    backend = create_backend(random_model_path, 'torch', 'cpu', 'fp32', threads=1)
+    size = backend.config.input_size
+    rng = np.random.default_rng(3)
+    batch = rng.normal(0.0, 0.05, (1, 1, size, size)).astype(np.float32)
+    expected = 0.5 * (backend.predict(batch) + mirror_output(
+        backend.predict(np.ascontiguousarray(batch[..., ::-1]))))
+    got = AveragedBackend([backend], mirror=True).predict(batch)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_models_of_different_scales_are_refused():
     out = np.zeros((4, 4, 4), np.float32)
     with pytest.raises(ModelError, match='share input size'):

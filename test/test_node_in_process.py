@@ -383,3 +383,32 @@ def test_the_node_asks_for_the_backend_as_given_and_says_when_it_replays_a_cuda_
         config=types.SimpleNamespace(metres_per_pixel=0.002))
     line = GraspDetectorNode._describe_backend(gpu_backend)
     assert line.startswith('torch fp16 on cuda, replaying a CUDA graph (a GPU)'), line
+
+
+def test_the_backend_is_warmed_up_before_the_first_frame_and_the_log_says_so(monkeypatch):
+    class Backend:
+        name, precision, device = 'torch', 'fp32', 'cpu'
+        config = types.SimpleNamespace(metres_per_pixel=0.002, width_scale=1.0, input_size=8,
+                                       max_width_px=150.0)
+
+        def __init__(self):
+            self.warmups, self.calls = 0, []
+
+        def warmup(self, runs=2):
+            self.warmups += 1
+
+        def predict(self, batch):
+            self.calls.append(batch.shape)
+            return np.zeros((len(batch), 4, 8, 8), np.float32)
+
+    built = []
+    monkeypatch.setattr(node_module, 'create_backend',
+                        lambda *request, **options: built.append(Backend()) or built[-1])
+    values = dict(node_module.DEFAULTS, backend='torch', device='cpu', precision='fp32')
+    backend = node_module.build_backend(dict(values, test_time_mirror=False))
+    assert backend.warmups == 1 and backend.warmup_s >= 0.0
+    assert 'warmed up in' in GraspDetectorNode._describe_backend(backend)
+    # with the mirrored view the warm-up runs the two-view batch the network will get
+    mirrored = node_module.build_backend(dict(values, test_time_mirror=True))
+    assert built[-1].calls and set(built[-1].calls) == {(2, 1, 8, 8)}
+    assert 'warmed up in' in GraspDetectorNode._describe_backend(mirrored)

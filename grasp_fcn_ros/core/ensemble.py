@@ -9,7 +9,9 @@ members with different width calibrations (``width_scale``) have their width map
 the first member's before the average.
 
 The cost is one network pass per member and view: two members with ``mirror`` run the network
-four times per frame.
+four times per frame. A member gets the input and its mirror image as one batch of two, one
+call: a GPU runs the two views side by side (one replay of a CUDA graph captured for the
+batch), where two calls in a row would pay its per-call launch cost twice.
 """
 
 import numpy as np
@@ -68,7 +70,7 @@ class AveragedBackend:
         self.precision = getattr(lead, 'precision', 'fp32')
         self.threads = getattr(lead, 'threads', None)
         # what built the first member (runtime choice, export time, cache) describes them all
-        for name in ('choice', 'prepare_s', 'cached'):
+        for name in ('choice', 'prepare_s', 'cached', 'plan'):
             if hasattr(lead, name):
                 setattr(self, name, getattr(lead, name))
         views = ' + mirrored view' if self.mirror else ''
@@ -88,12 +90,15 @@ class AveragedBackend:
     def predict(self, batch):
         """:param batch: float32 (N, 1, S, S). :returns: float32 (N, 4, S, S) mean maps."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
+        count = len(batch)
+        if self.mirror:  # both views in one call: (2N, 1, S, S), the mirrored half second
+            batch = np.concatenate([batch, batch[..., ::-1]])
         total = None
-        mirrored = np.ascontiguousarray(batch[..., ::-1]) if self.mirror else None
         for member, width_factor in zip(self.members, self._width_factors):
-            outputs = [member.predict(batch)]
+            output = member.predict(batch)
+            outputs = [output[:count]]
             if self.mirror:
-                outputs.append(mirror_output(member.predict(mirrored)))
+                outputs.append(mirror_output(output[count:]))
             for output in outputs:
                 output = output.astype(np.float64)
                 if width_factor != 1.0:
@@ -102,6 +107,8 @@ class AveragedBackend:
         return (total / self.passes).astype(np.float32)
 
     def warmup(self, runs=2):
-        for member in self.members:
-            if hasattr(member, 'warmup'):
-                member.warmup(runs)
+        """Run the members on a zero input of the batch they will get (the mirrored view doubles
+        it: a CUDA graph is captured for that shape here, not on the first frame)."""
+        size = self.config.input_size
+        for _ in range(max(int(runs), 1)):
+            self.predict(np.zeros((1, 1, size, size), np.float32))
