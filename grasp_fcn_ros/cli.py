@@ -126,6 +126,7 @@ def _train_config(args):
     camera = parse_intrinsics(args.intrinsics)
     return TrainConfig(dataset=args.dataset, output_dir=args.output, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       split_seed=args.split_seed,
                        device=args.device, precision=args.precision, workers=args.workers,
                        threads=args.threads, init=args.init, synthetic=args.synthetic,
                        synthetic_seed=args.synthetic_seed, ema=args.ema,
@@ -186,7 +187,8 @@ def _add_fold_args(parser, what):
     parser.add_argument('--fold', type=int, default=0)
     parser.add_argument('--split', choices=('image', 'object'), default='image')
     parser.add_argument('--seed', type=int, default=0,
-                        help='the training seed (it seeds the split)')
+                        help="the split's seed: train's --split-seed, or its --seed without "
+                        'one')
     parser.add_argument('--object-map', help='file of "image object" lines for object-wise '
                         'splits')
 
@@ -442,6 +444,9 @@ def build_parser():
     p.add_argument('--lr-schedule', choices=('cosine', 'constant'), default='cosine',
                    help='cosine: from --lr down to 0 over the run')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--split-seed', type=int, default=None,
+                   help='seed of the --folds split (default: --seed); another --seed with the '
+                   'same --split-seed trains another model of the same folds')
     p.add_argument('--no-width-calibration', action='store_true',
                    help='do not fit the width calibration (width_scale) on the training images '
                    'after the last epoch')

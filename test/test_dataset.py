@@ -111,6 +111,20 @@ def test_image_folds_partition_and_are_seeded():
     assert len({frozenset(_as_sets(folds)) for folds in by_seed.values()}) == len(by_seed)
 
 
+def test_the_split_seed_keeps_the_folds_when_the_training_seed_changes():
+    from grasp_fcn_ros.training.train import split_samples, TrainConfig
+
+    samples = list(range(20))
+
+    def held_out(**seeds):
+        return split_samples(samples, TrainConfig(dataset='', output_dir='', folds=5, fold=2,
+                                                  **seeds))[1]
+
+    assert held_out(seed=1, split_seed=0) == held_out(seed=0)
+    assert held_out(seed=1) != held_out(seed=0)
+    assert held_out(seed=3, split_seed=1) == held_out(seed=1)
+
+
 def test_object_folds_keep_objects_together(dataset, tmp_path):
     root, _ = dataset
     mapping = tmp_path / 'objects.txt'

@@ -83,6 +83,8 @@ class TrainConfig:
     :param seed: seeds Python, numpy and torch; also the split, the order of each epoch
         (from ``(seed, epoch)``) and each example's augmentation (from ``(seed, epoch,
         image)``).
+    :param split_seed: seeds the split instead of ``seed`` (None: ``seed``): runs of one split
+        that differ in everything else, such as the members of an ensemble.
     :param device: ``auto``, ``cpu`` or ``cuda``.
     :param precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``: autocast of the training
         forward (:func:`~grasp_fcn_ros.core.devices.resolve_precision`; ``auto`` takes bf16
@@ -148,6 +150,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_schedule: str = 'cosine'
     seed: int = 0
+    split_seed: int = None
     device: str = 'auto'
     precision: str = 'auto'
     workers: int = -1
@@ -267,7 +270,8 @@ def split_samples(samples, config):
     """Training and validation samples of a run (validation empty without folds)."""
     if config.folds < 2:
         return list(samples), []
-    folds = split_folds(samples, config.folds, config.split, config.seed)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    folds = split_folds(samples, config.folds, config.split, split_seed)
     test = set(folds[config.fold].tolist())
     return ([s for i, s in enumerate(samples) if i not in test],
             [s for i, s in enumerate(samples) if i in test])
@@ -698,7 +702,8 @@ def cross_validate(config, resume=False, progress=None, log=print):
         {n: float(np.mean([r.top_n[n] for r in folds])) for n in folds[0].top_n}, [])
     summary = {'split': config.split, 'folds': [r.to_json() for r in folds],
                'mean': mean.to_json(), 'epochs': config.epochs,
-               'batch_size': config.batch_size, 'seed': config.seed}
+               'batch_size': config.batch_size, 'seed': config.seed,
+               'split_seed': config.seed if config.split_seed is None else config.split_seed}
     with open(os.path.join(root, 'cv.json'), 'w') as stream:
         json.dump(summary, stream, indent=2)
     log(f'cross-validation ({config.folds} folds, {config.split}-wise), mean over folds:')
