@@ -53,3 +53,15 @@ def test_a_replayed_cuda_graph_answers_each_new_input(reference, frames):
     for x in inputs + inputs[::-1]:
         np.testing.assert_allclose(graph.predict(x), eager.predict(x), atol=1e-3)
     assert graph._graph is not None  # replayed, not re-run eagerly
+
+
+def test_the_mirrored_view_replays_one_graph_for_both_views(reference, frames):
+    """``test_time_mirror`` on the GPU: the frame and its mirror image go through one graph
+    captured for a batch of two, and the averaged maps match the CPU's fp32 average."""
+    from grasp_fcn_ros.core.ensemble import AveragedBackend
+
+    member = create_backend(default_model_path(), 'auto', 'auto', 'auto')
+    mirrored = AveragedBackend([member], mirror=True)
+    mirrored.warmup()
+    assert tuple(member._static_in.shape)[0] == 2
+    _compare(mirrored, AveragedBackend([reference], mirror=True), frames, 'fp16')
