@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 import pytest
+from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker
 
 from grasp_fcn_ros.ros_conversions import cloud_to_array
@@ -128,6 +129,7 @@ def detector(client, processes):
         resend_s=5.0)
     for msg in early[1:]:
         topics.send(msg)
+    drained = drain_without_camera_info(client, topics)
     warnings_log = process.log(start)
     late_info = info_for(STAMPS.next())
     late = frame(with_info=False)[0]
@@ -139,8 +141,38 @@ def detector(client, processes):
     served = topics.send_until(late, None, lambda: topics.served(late.header.stamp), WAIT_S,
                                send=send_info_then_frame)
     topics.late_info = {'warned': warned, 'log': warnings_log, 'early': early, 'late': late,
-                        'served': served}
+                        'served': served, 'drained': drained}
     return topics
+
+
+#: Size of the barrier frames of :func:`drain_without_camera_info` (the skip message names it).
+BARRIER_SIZE = (320, 240)
+
+
+def drain_without_camera_info(client, topics, rounds=5):
+    """Wait until the node has taken every frame sent so far, before any camera_info.
+
+    The node applies the newest camera_info to a frame when it processes it, so a frame still
+    queued when camera_info arrives is served. A ``~/detect`` call answers with the outcome of
+    the next frame processed: barrier frames of another size, sent after the call, show in
+    the answer ("depth frame 320x240 ... skipped") when it was one of them; frames are taken
+    in order, newest first, so every earlier frame was taken before it.
+
+    :returns: True once a barrier frame's answer came back.
+    """
+    detect = client.node.create_client(Trigger, f'{topics.node_name}/detect')
+    assert client.wait_for(detect.service_is_ready, WAIT_S)
+    size = '{}x{}'.format(*BARRIER_SIZE)
+    for _ in range(rounds):
+        future = detect.call_async(Trigger.Request())
+        barrier = frame(*BARRIER_SIZE, with_info=False)[0]
+        if not topics.send_until(barrier, None, future.done, WAIT_S, resend_s=5.0):
+            return False
+        answer = future.result()
+        assert not answer.success, answer.message  # no camera_info yet: skipped
+        if f'depth frame {size}' in answer.message:
+            return True
+    return False
 
 
 # --- camera_info late; camera gone and back ---------------------------------------------------
@@ -150,6 +182,7 @@ def test_frames_before_camera_info_warned_then_served_once_it_arrives(detector):
     assert late['warned'], late['log']
     assert '[WARN]' in late['log'] and "'/camera_info'" in late['log'], late['log']
     assert late['served'], detector.process.log()
+    assert late['drained'], detector.process.log()
     for msg in late['early']:  # nothing published for frames without camera_info
         assert not any(detector.outputs(msg.header.stamp).values())
     points = grasp_points(detector.outputs(late['late'].header.stamp))
