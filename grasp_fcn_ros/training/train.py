@@ -179,6 +179,11 @@ class TrainConfig:
     calibrate_width: bool = True
     validate_every: int = 1
 
+    @property
+    def fold_seed(self):
+        """The seed of the split: ``split_seed``, or ``seed`` without one."""
+        return self.seed if self.split_seed is None else self.split_seed
+
 
 class WeightAverage:
     """An exponential moving average of a model's weights, updated after each optimiser step.
@@ -270,8 +275,7 @@ def split_samples(samples, config):
     """Training and validation samples of a run (validation empty without folds)."""
     if config.folds < 2:
         return list(samples), []
-    split_seed = config.seed if config.split_seed is None else config.split_seed
-    folds = split_folds(samples, config.folds, config.split, split_seed)
+    folds = split_folds(samples, config.folds, config.split, config.fold_seed)
     test = set(folds[config.fold].tolist())
     return ([s for i, s in enumerate(samples) if i not in test],
             [s for i, s in enumerate(samples) if i in test])
@@ -703,7 +707,7 @@ def cross_validate(config, resume=False, progress=None, log=print):
     summary = {'split': config.split, 'folds': [r.to_json() for r in folds],
                'mean': mean.to_json(), 'epochs': config.epochs,
                'batch_size': config.batch_size, 'seed': config.seed,
-               'split_seed': config.seed if config.split_seed is None else config.split_seed}
+               'split_seed': config.fold_seed}
     with open(os.path.join(root, 'cv.json'), 'w') as stream:
         json.dump(summary, stream, indent=2)
     log(f'cross-validation ({config.folds} folds, {config.split}-wise), mean over folds:')
