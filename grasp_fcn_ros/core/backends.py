@@ -11,7 +11,7 @@ import torch
 
 from .devices import check_options
 from .model import load_model, ModelError
-from .runtime import BACKENDS, choose_runtime, RuntimeChoice  # noqa: F401 (re-exported)
+from .runtime import BACKENDS, choose_runtime, RuntimeChoice, warm_up  # noqa: F401 (re-exported)
 
 #: PyTorch's own number of CPU threads in this process before any backend changed it.
 TORCH_DEFAULT_THREADS = torch.get_num_threads()
@@ -179,9 +179,7 @@ class TorchBackend:
     def warmup(self, runs=2):
         """Run the network on a zero input (first-call costs: CUDA graph capture, compilation,
         memory allocation), so that the first real frame is not slow."""
-        size = self.config.input_size
-        for _ in range(max(int(runs), 1)):
-            self.predict(np.zeros((1, 1, size, size), np.float32))
+        warm_up(self, runs)
 
     @torch.inference_mode()
     def _predict(self, batch):

@@ -17,6 +17,7 @@ batch), where two calls in a row would pay its per-call launch cost twice.
 import numpy as np
 
 from .model import ModelError
+from .runtime import warm_up
 
 #: Output channels of sin 2phi and of the width (see :attr:`~.model.GraspFCN.OUTPUTS`).
 SIN_CHANNEL = 2
@@ -109,6 +110,4 @@ class AveragedBackend:
     def warmup(self, runs=2):
         """Run the members on a zero input of the batch they will get (the mirrored view doubles
         it: a CUDA graph is captured for that shape here, not on the first frame)."""
-        size = self.config.input_size
-        for _ in range(max(int(runs), 1)):
-            self.predict(np.zeros((1, 1, size, size), np.float32))
+        warm_up(self, runs)

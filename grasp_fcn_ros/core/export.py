@@ -39,6 +39,7 @@ from torch import nn
 
 from .devices import check_options, native_bf16, resolve_device
 from .model import load_model, ModelError, save_checkpoint
+from .runtime import warm_up
 
 #: Formats :func:`export_model` writes.
 FORMATS = ('onnx', 'openvino', 'checkpoint')
@@ -438,8 +439,7 @@ class _ExportedBackend:
 
     def warmup(self, runs=2):
         """Run the network on a zero input, so that the first real frame is not slow."""
-        for _ in range(max(int(runs), 1)):
-            self.predict(np.zeros(self.input_shape, np.float32))
+        warm_up(self, runs)
 
     def _run(self, image):
         raise NotImplementedError
