@@ -195,7 +195,7 @@ def _add_fold_args(parser, what):
 
 def cmd_calibrate(args):
     from .core.model import rewrite_checkpoint, update_model_card
-    from .training.evaluate import fit_width_scale
+    from .training.evaluate import fit_width_scale, WIDTH_FIT_MAX_IMAGES
 
     if not args.output and not args.card:
         raise SystemExit('say where the calibration goes: --output NEW.pt or --card')
@@ -209,7 +209,8 @@ def cmd_calibrate(args):
     print('width_scale  mean top-1 over J 0.25-0.40')
     for scale, score in scores.items():
         print(f'  {scale:4.2f}       {100 * score:6.2f} %{"  <- best" if scale == best else ""}')
-    source = (f'fitted by grasp-fcn calibrate on {len(samples)} images of {args.dataset}'
+    used = min(len(samples), WIDTH_FIT_MAX_IMAGES)
+    source = (f'fitted by grasp-fcn calibrate on {used} images of {args.dataset}'
               + (f' (training images of fold {args.fold} of {args.folds}, {args.split}-wise)'
                  if args.folds else '')
               + f': mean top-1 {100 * scores[best]:.2f} % against {100 * scores.get(1.0, 0):.2f}'

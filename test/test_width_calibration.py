@@ -25,7 +25,7 @@ from grasp_fcn_ros.core.model import (
     update_model_card,
 )
 from grasp_fcn_ros.training.dataset import CornellSample, ground_truth_maps, transform_grasps
-from grasp_fcn_ros.training.evaluate import evaluate, fit_width_scale, WIDTH_SCALES
+from grasp_fcn_ros.training.evaluate import evaluate, fit_width_scale, spread, WIDTH_SCALES
 
 from scenes import box_on_plane
 from synthetic_cornell import write_dataset
@@ -88,6 +88,21 @@ def test_a_network_reading_openings_right_keeps_its_widths():
     samples = boxes()
     best, scores = fit_width_scale(GraspDetector(TruthBackend(samples, 1.0), CV), samples)
     assert best == 1.0 and scores[1.0] == 1.0  # equal scores: the one nearest 1.0
+
+
+def test_fit_width_scale_reads_at_most_max_images_spread_over_the_list():
+    samples = boxes(6)
+    backend = TruthBackend(samples, width_factor=1.6)
+    read = []
+    predict = backend.predict
+    backend.predict = lambda batch: read.append(batch.tobytes()) or predict(batch)
+    best, scores = fit_width_scale(GraspDetector(backend, CV), samples, max_images=3)
+    assert len(read) == 3  # the network once per image read; the candidates reuse its maps
+    expected = [TruthBackend._key(samples[i].depth_m, CropTransform.centred(640, 480, 400, 400))
+                for i in (0, 2, 5)]  # the first, the middle, the last
+    assert sorted(read) == sorted(expected)
+    assert 0.5 <= best <= 0.75 and scores[best] == 1.0
+    assert spread(list(range(10)), 3) == [0, 4, 9]
 
 
 def test_fit_width_scale_needs_images():

@@ -134,6 +134,19 @@ def evaluate(detector, samples, progress=None, intrinsics=None):
 
 #: Width calibrations :func:`fit_width_scale` tries (``ModelConfig.width_scale``).
 WIDTH_SCALES = tuple(round(0.5 + 0.05 * i, 2) for i in range(15))  # 0.5 ... 1.2
+#: Most images :func:`fit_width_scale` reads: their maps are held in memory while the
+#: candidates are scored (2.6 MB each at 400x400), and a few hundred images fit one factor well.
+WIDTH_FIT_MAX_IMAGES = 200
+
+
+def spread(samples, count):
+    """Up to ``count`` samples evenly spread over the list, its first and last included, in
+    order: the same subset every time (name-sorted samples are grouped by object, so a
+    prefix would cover few objects)."""
+    if count <= 0 or not samples:
+        return []
+    count = min(count, len(samples))
+    return [samples[i] for i in np.linspace(0, len(samples) - 1, count).round().astype(int)]
 
 
 class _OutputCache:
@@ -156,7 +169,8 @@ class _OutputCache:
         return self._outputs[key]
 
 
-def fit_width_scale(detector, samples, scales=WIDTH_SCALES, progress=None, intrinsics=None):
+def fit_width_scale(detector, samples, scales=WIDTH_SCALES, progress=None, intrinsics=None,
+                    max_images=WIDTH_FIT_MAX_IMAGES):
     """The width calibration under which the detector's top-1 grasps score best on some images
     (the model's training images: never the images it is then scored on).
 
@@ -166,7 +180,9 @@ def fit_width_scale(detector, samples, scales=WIDTH_SCALES, progress=None, intri
     is the factor :class:`~grasp_fcn_ros.core.model.ModelConfig` ``width_scale`` that
     post-processing multiplies the width map by. Each candidate is scored by the top-1
     accuracy averaged over :data:`JACCARD_THRESHOLDS`; of equal scores, the one nearest 1.0
-    wins. The network runs once per image.
+    wins. The network runs once per image. Of more than ``max_images`` images, that many
+    spread over the list are read (:func:`spread`): a synthetic pre-training set of thousands
+    would otherwise hold gigabytes of maps and score every candidate on each image.
 
     :param detector: a :class:`~grasp_fcn_ros.core.detector.GraspDetector`; its own
         ``width_scale`` is ignored (the fit is absolute).
@@ -174,11 +190,13 @@ def fit_width_scale(detector, samples, scales=WIDTH_SCALES, progress=None, intri
     :param scales: candidate factors.
     :param progress: optional callable wrapping an iterable (e.g. ``tqdm``), over the scales.
     :param intrinsics: as for :func:`evaluate`.
+    :param max_images: most images read.
     :returns: ``(best_scale, {scale: mean top-1 accuracy over the thresholds})``.
     :raises ValueError: without samples or scales.
     """
     if not samples or not len(scales):
         raise ValueError('fitting a width calibration needs images and candidate scales')
+    samples = spread(samples, max(int(max_images), 1))
     cache = _OutputCache(detector.backend)
     scores = {}
     for scale in (progress(scales) if progress else scales):

@@ -46,7 +46,13 @@ from .dataset import (
     JoinedSamples,
     split_folds,
 )
-from .evaluate import evaluate, EvaluationResult, fit_width_scale
+from .evaluate import (
+    evaluate,
+    EvaluationResult,
+    fit_width_scale,
+    spread,
+    WIDTH_FIT_MAX_IMAGES,
+)
 from .renorm import (
     recalibrate_batchnorm,
     set_renorm_limits,
@@ -240,15 +246,6 @@ def learning_rate(config, step, total_steps):
     raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got '{config.lr_schedule}'")
 
 
-def spread(samples, count):
-    """Up to ``count`` samples evenly spread over the list (name-sorted samples are grouped by
-    object, so a prefix would cover few objects)."""
-    if count <= 0 or not samples:
-        return []
-    count = min(count, len(samples))
-    return [samples[i] for i in np.linspace(0, len(samples) - 1, count).round().astype(int)]
-
-
 def training_scale(samples, config, input_size, statistic='median'):
     """The scale the training images show the network: the median over images of metres per
     network pixel at each image's scene depth, in the un-augmented crop (0 without depth)."""
@@ -306,7 +303,9 @@ def calibrate_checkpoints(paths, samples, config, device, log=print):
     model, _ = load_model(paths[0])
     model = model.to(device)
     best, scores = fit_width_scale(_validation_detector(model, config, device), samples)
-    source = (f'fitted on the {len(samples)} training images after training: mean top-1 over '
+    used = min(len(samples), WIDTH_FIT_MAX_IMAGES)
+    of = f'{used} of the {len(samples)}' if used < len(samples) else f'the {used}'
+    source = (f'fitted on {of} training images after training: mean top-1 over '
               f'J 0.25-0.40 {100 * scores[best]:.2f} % against {100 * scores[1.0]:.2f} % '
               'uncalibrated')
     for path in paths:
