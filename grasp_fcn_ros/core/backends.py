@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .devices import check_options
+from .devices import check_options, warm_up
 from .model import load_model, ModelError
-from .runtime import BACKENDS, choose_runtime, RuntimeChoice, warm_up  # noqa: F401 (re-exported)
+from .runtime import BACKENDS, choose_runtime, RuntimeChoice  # noqa: F401 (re-exported)
 
 #: PyTorch's own number of CPU threads in this process before any backend changed it.
 TORCH_DEFAULT_THREADS = torch.get_num_threads()

@@ -1,11 +1,12 @@
 """Devices, CPU features, precisions and backend options: the checks shared by the backends,
-the exporters and training."""
+the exporters and training, and the backends' warm-up."""
 
 import contextlib
 import functools
 import inspect
 import platform
 
+import numpy as np
 import torch
 
 from .model import ModelError
@@ -161,3 +162,17 @@ def check_options(factory, backend, options):
     if unknown:
         raise ModelError(f"unknown option(s) {', '.join(unknown)} for backend '{backend}' "
                          f"(accepted: {', '.join(sorted(accepted))})")
+
+
+def warm_up(backend, runs=2):
+    """Run a backend on a zero input ``runs`` times (at least once), so that the first real
+    frame does not pay the runtime's first-call costs (compilation, memory allocation, a CUDA
+    graph's capture).
+
+    :param backend: anything with ``predict`` of float32 (1, 1, S, S) and ``config.input_size``
+        S, pixels.
+    """
+    size = backend.config.input_size
+    blank = np.zeros((1, 1, size, size), np.float32)
+    for _ in range(max(int(runs), 1)):
+        backend.predict(blank)

@@ -16,8 +16,8 @@ batch), where two calls in a row would pay its per-call launch cost twice.
 
 import numpy as np
 
+from .devices import warm_up
 from .model import ModelError
-from .runtime import warm_up
 
 #: Output channels of sin 2phi and of the width (see :attr:`~.model.GraspFCN.OUTPUTS`).
 SIN_CHANNEL = 2

@@ -37,9 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .devices import check_options, native_bf16, resolve_device
+from .devices import check_options, native_bf16, resolve_device, warm_up
 from .model import load_model, ModelError, save_checkpoint
-from .runtime import warm_up
 
 #: Formats :func:`export_model` writes.
 FORMATS = ('onnx', 'openvino', 'checkpoint')

@@ -18,7 +18,6 @@ so; a precision the backend cannot run at all is refused.
 from dataclasses import dataclass
 import importlib.util
 
-import numpy as np
 import torch
 
 from .devices import cpu_description, cpu_flags, native_bf16, native_int8, resolve_device
@@ -200,17 +199,3 @@ def _cuda_name(device):
         return torch.cuda.get_device_name(torch.device(device))
     except (RuntimeError, AssertionError, ValueError):
         return device
-
-
-def warm_up(backend, runs=2):
-    """Run a backend on a zero input ``runs`` times (at least once), so that the first real
-    frame does not pay the runtime's first-call costs (compilation, memory allocation, a CUDA
-    graph's capture).
-
-    :param backend: anything with ``predict`` of float32 (1, 1, S, S) and ``config.input_size``
-        S, pixels.
-    """
-    size = backend.config.input_size
-    blank = np.zeros((1, 1, size, size), np.float32)
-    for _ in range(max(int(runs), 1)):
-        backend.predict(blank)
