@@ -264,7 +264,7 @@ def cmd_eval(args):
 
 def _compare_runtimes(args, samples, intrinsics):
     from .core.detector import GraspDetector
-    from .training.evaluate import compare_runtimes, runtime_table
+    from .training.evaluate import compare_runtimes, InputNoise, runtime_table
 
     detectors = {}
     for item in args.runtimes.split(','):
@@ -272,6 +272,11 @@ def _compare_runtimes(args, samples, intrinsics):
         backend = _backend(args, backend, precision or 'fp32')
         detectors[f'{backend.name} {backend.precision}'] = GraspDetector(
             backend, detector_config(args))
+    if args.noise_floor_mm > 0:
+        reference = next(iter(detectors))
+        detectors[f'{reference} + {args.noise_floor_mm:g} mm noise'] = GraspDetector(
+            InputNoise(detectors[reference].backend, args.noise_floor_mm / 1000.0),
+            detector_config(args))
     samples = [s for s in samples if s.load().grasps]
     rows = compare_runtimes(detectors, samples, progress_bar(), intrinsics)
     print(f'model: {args.model}; {len(samples)} images; |dQ|: raw quality output against '
@@ -279,7 +284,8 @@ def _compare_runtimes(args, samples, intrinsics):
     print(runtime_table(rows))
     if args.json:
         report = [{'runtime': r['name'], **r['result'].to_json(),
-                   **{k: r[k] for k in ('q_mean_abs', 'q_p99_abs', 'q_max_abs', 'top1_same')}}
+                   **{k: r[k] for k in ('q_mean_abs', 'q_p99_abs', 'q_max_abs', 'top1_same',
+                                        'lost', 'gained', 'reference_margin', 'changes')}}
                   for r in rows]
         with open(args.json, 'w') as stream:
             json.dump(report, stream, indent=2)
@@ -379,6 +385,17 @@ def _fraction(text, what, one_allowed):
     if not (0.0 <= value <= 1.0 and (one_allowed or value < 1.0)):
         interval = '[0, 1]' if one_allowed else '[0, 1)'
         raise argparse.ArgumentTypeError(f"expected {what} in {interval}, got '{text}'")
+    return value
+
+
+def _noise_mm(text):
+    """A depth noise in millimetres, in [0, 10], for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float('nan')
+    if not 0.0 <= value <= 10.0:
+        raise argparse.ArgumentTypeError(f"expected a noise in [0, 10] mm, got '{text}'")
     return value
 
 
@@ -518,6 +535,10 @@ def build_parser():
     p.add_argument('--runtimes', help='comma list of backend:precision (e.g. torch:fp32,'
                    'openvino:bf16,openvino:int8): score each, the first as the reference, and '
                    'print accuracy and quality-map differences side by side')
+    p.add_argument('--noise-floor', dest='noise_floor_mm', type=_noise_mm, default=0.0,
+                   metavar='MM', help='with --runtimes: also score the reference fed depth '
+                   'with this much Gaussian noise (mm, e.g. 0.1); the verdicts that change '
+                   "under it are the metric's knife edges, not a runtime's (0 = off)")
     _add_depth_scale(p)
     _add_intrinsics(p)
     _add_model_args(p)

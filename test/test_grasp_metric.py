@@ -7,6 +7,7 @@ import pytest
 
 from grasp_fcn_ros.core.grasp import (
     angle_difference,
+    best_match_iou,
     direction,
     Grasp2D,
     grasp_matches,
@@ -46,6 +47,20 @@ def test_jaccard_limit(iou, expected):
     shifted = _shifted_for_iou(g, iou)
     assert polygon_iou(shifted.polygon(), g.polygon()) == pytest.approx(iou, abs=1e-4)
     assert grasp_matches(shifted, [g], iou_threshold=0.25) is expected
+
+
+def test_best_match_iou_is_the_largest_iou_within_the_angle_limit():
+    g = _gt()
+    near, far = _shifted_for_iou(g, 0.6), _shifted_for_iou(g, 0.3)
+    turned = Grasp2D(g.u, g.v, g.angle + np.deg2rad(40.0), g.width_px, jaw_px=g.jaw_px)
+    assert best_match_iou(g, [far, near]) == pytest.approx(0.6, abs=1e-4)
+    # the identical rectangle turned past 30 degrees does not count
+    assert best_match_iou(g, [far, turned]) == pytest.approx(0.3, abs=1e-4)
+    assert best_match_iou(g, [turned]) == 0.0 and best_match_iou(g, []) == 0.0
+    # the metric is this IoU against the threshold
+    for threshold in (0.25, 0.35, 0.5, 0.65):
+        assert grasp_matches(g, [far, near, turned], threshold) is (
+            best_match_iou(g, [far, near, turned]) > threshold)
 
 
 def test_angle_wraps_modulo_pi():

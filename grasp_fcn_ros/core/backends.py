@@ -4,10 +4,12 @@ Every backend has ``name``, ``device``, ``config`` (the :class:`ModelConfig`), `
 ``predict(batch)`` taking float32 (N, 1, S, S) and returning float32 (N, 4, S, S).
 """
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from .devices import check_options, warm_up
 from .model import load_model, ModelError
@@ -65,9 +67,40 @@ class TorchPlan:
         return _AUTOCAST_DTYPES.get(self.precision)
 
 
+class Fp32(nn.Module):
+    """A module that runs in fp32 inside an autocast region (its input cast to fp32)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        with torch.autocast(x.device.type, enabled=False):
+            return self.module(x.float())
+
+
+def fp32_ends(model):
+    """A copy of the network whose input layer (the first convolution, which reads the depth)
+    and output layers (the heads, which write the maps) run in fp32 under autocast.
+
+    fp16 and bf16 round the maps as they are written (bf16: a quality near 1 in steps of 0.004,
+    a width in steps of 0.4 %) and the first layer's depth edges; the two ends are 2.4 % of
+    the network's multiply-adds (see :func:`~.export.split_precision_stages`, the same cut for
+    OpenVINO).
+
+    :param model: a :class:`~grasp_fcn_ros.core.model.GraspFCN`, or its
+        :func:`~.export.inference_graph`.
+    """
+    graph = copy.deepcopy(model)
+    graph.encoder[0][0] = Fp32(graph.encoder[0][0])
+    graph.heads = nn.ModuleList(Fp32(head) for head in graph.heads)
+    return graph
+
+
 class TorchBackend:
     """PyTorch inference: eager or compiled, optionally channels-last, optionally fp16/bf16
-    autocast; on CUDA optionally CUDA graphs and pinned transfers (see :class:`TorchPlan`).
+    autocast (the input and output layers in fp32, see :func:`fp32_ends`); on CUDA optionally
+    CUDA graphs and pinned transfers (see :class:`TorchPlan`).
 
     :param model: a :class:`~grasp_fcn_ros.core.model.GraspFCN`.
     :param device: torch device name (already resolved, see :func:`resolve_device`).
@@ -110,8 +143,10 @@ class TorchBackend:
         self.name = 'torch-channels-last' if channels_last else 'torch'
         self.precision = self.plan.precision
         self._network = self.model
+        if self.plan.autocast_dtype is not None:
+            self._network = fp32_ends(self.model)
         if self.plan.compile_mode:
-            self._network = torch.compile(self.model, mode=self.plan.compile_mode)
+            self._network = torch.compile(self._network, mode=self.plan.compile_mode)
         self._graph = None
         self._static_in = self._static_out = None
         self._host_in = self._host_out = None

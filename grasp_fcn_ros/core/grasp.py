@@ -104,20 +104,27 @@ def polygon_iou(poly_a, poly_b):
     return float(min(max(inter / union, 0.0), 1.0)) if union > 0 else 0.0
 
 
-def grasp_matches(predicted, ground_truth, iou_threshold=0.25,
-                  max_angle_rad=np.deg2rad(30.0)):
-    """The rectangle metric: does a predicted grasp match any ground-truth rectangle?
-
-    Correct when, for at least one ground-truth grasp, the angle difference (modulo pi) is
-    below ``max_angle_rad`` and the rectangles' IoU is above ``iou_threshold``.
+def best_match_iou(predicted, ground_truth, max_angle_rad=np.deg2rad(30.0)):
+    """The largest IoU of a predicted grasp's rectangle with a ground-truth rectangle whose
+    angle differs by less than ``max_angle_rad`` (modulo pi); 0 when none does.
 
     :param predicted: a :class:`Grasp2D`.
     :param ground_truth: iterable of :class:`Grasp2D`.
     """
     poly = predicted.polygon()
-    for gt in ground_truth:
-        if angle_difference(predicted.angle, gt.angle) >= max_angle_rad:
-            continue
-        if polygon_iou(poly, gt.polygon()) > iou_threshold:
-            return True
-    return False
+    return max((polygon_iou(poly, gt.polygon()) for gt in ground_truth
+                if angle_difference(predicted.angle, gt.angle) < max_angle_rad), default=0.0)
+
+
+def grasp_matches(predicted, ground_truth, iou_threshold=0.25,
+                  max_angle_rad=np.deg2rad(30.0)):
+    """The rectangle metric: does a predicted grasp match any ground-truth rectangle?
+
+    Correct when, for at least one ground-truth grasp, the angle difference (modulo pi) is
+    below ``max_angle_rad`` and the rectangles' IoU is above ``iou_threshold``
+    (:func:`best_match_iou` above it).
+
+    :param predicted: a :class:`Grasp2D`.
+    :param ground_truth: iterable of :class:`Grasp2D`.
+    """
+    return best_match_iou(predicted, ground_truth, max_angle_rad) > iou_threshold

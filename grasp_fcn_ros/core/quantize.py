@@ -33,7 +33,7 @@ to fp32's (measured on the 80 Cornell images, README "Precision and accuracy"):
   with the depth rounded). So where the CPU computes bf16 natively the network is cut after
   its first convolution, which runs in fp32, and the second runs in bf16: the maps of the
   all-fp32 version at about a quarter of its extra time
-  (:func:`~grasp_fcn_ros.core.export.split_after_first_convolution`).
+  (:func:`~grasp_fcn_ros.core.export.split_precision_stages`).
 - *Overflow fix on every layer*: weights use 7 of their 8 bits, so that the multiply-adds of
   CPUs without VNNI (AVX2's ``vpmaddubsw``) cannot saturate; the same IR then computes the
   same maps with and without VNNI, at no measured cost in accuracy.

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from ..core.geometry import CameraIntrinsics
-from ..core.grasp import Grasp2D, grasp_matches
+from ..core.grasp import best_match_iou, Grasp2D, grasp_matches
 
 #: Jaccard thresholds of the paper's table.
 JACCARD_THRESHOLDS = (0.25, 0.30, 0.35, 0.40)
@@ -52,12 +52,17 @@ def zoomed_intrinsics(intrinsics, zoom, width, height):
 
 @dataclass
 class ImageResult:
-    """Outcome for one image: the ranked predictions and which thresholds they pass."""
+    """Outcome for one image: the ranked predictions and which thresholds they pass.
+
+    ``top1_iou`` is the top-1 grasp's :func:`~grasp_fcn_ros.core.grasp.best_match_iou` (0
+    without a prediction): it passes the Jaccard thresholds below it.
+    """
 
     name: str
     predictions: list
     correct_top1: dict = field(default_factory=dict)
     correct_rank: list = field(default_factory=list)
+    top1_iou: float = 0.0
     crop_px: int = 0
 
 
@@ -117,9 +122,10 @@ def evaluate(detector, samples, progress=None, intrinsics=None):
         detection = detector.detect(sample.depth_m, camera)
         preds = detection.grasps_2d
         result = ImageResult(sample.name, preds, crop_px=detection.transform.size)
+        if preds:
+            result.top1_iou = best_match_iou(preds[0], sample.grasps, MAX_ANGLE_RAD)
         for j in JACCARD_THRESHOLDS:
-            result.correct_top1[j] = bool(preds) and grasp_matches(preds[0], sample.grasps, j,
-                                                                      MAX_ANGLE_RAD)
+            result.correct_top1[j] = result.top1_iou > j
         result.correct_rank = [
             grasp_matches(p, sample.grasps, JACCARD_THRESHOLDS[0], MAX_ANGLE_RAD)
             for p in preds[:TOP_N]]
@@ -259,6 +265,30 @@ def scale_table(rows):
     return '\n'.join(lines)
 
 
+class InputNoise:
+    """A backend whose input depth gets Gaussian noise of ``sigma_m`` metres (seeded) before
+    the network reads it: the noise floor of a runtime comparison.
+
+    A grasp near a Jaccard threshold, or whose jaws land near the clearance, changes its
+    verdict under any small change of the maps; run beside a reduced precision, fp32 fed a
+    fraction of a millimetre of depth noise (a depth camera's is millimetres) shows which
+    changed verdicts the metric's knife edges, not the precision, account for.
+    """
+
+    def __init__(self, backend, sigma_m, seed=0):
+        self.backend = backend
+        self.sigma_m = float(sigma_m)
+        self._rng = np.random.default_rng(seed)
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def predict(self, batch):
+        batch = np.asarray(batch, dtype=np.float32)
+        noise = self._rng.normal(0.0, self.sigma_m, batch.shape).astype(np.float32)
+        return self.backend.predict(batch + noise)
+
+
 #: Top-1 grasps of two runtimes are "the same" within these source pixels and degrees.
 SAME_GRASP_PX = 2.0
 SAME_GRASP_DEG = 5.0
@@ -284,7 +314,12 @@ def compare_runtimes(detectors, samples, progress=None, intrinsics=None):
     :returns: list of dicts per runtime: ``name``, ``result`` (:class:`EvaluationResult`),
         ``q_mean_abs`` / ``q_max_abs`` (raw quality output against the reference's),
         ``q_p99_abs``, ``top1_same`` (share of images whose top-1 grasp matches the
-        reference's within :data:`SAME_GRASP_PX` and :data:`SAME_GRASP_DEG`).
+        reference's within :data:`SAME_GRASP_PX` and :data:`SAME_GRASP_DEG`), ``changes``
+        (the verdicts, one image at one Jaccard threshold, that differ from the reference's:
+        dicts of ``image``, ``jaccard``, ``reference_iou``, ``iou``), ``lost`` / ``gained``
+        (how many of them the reference passes / fails) and ``reference_margin`` (the
+        largest distance of the reference's IoU from the threshold over them: how borderline
+        the changed verdicts were; 0 without any).
     """
     names = list(detectors)
     reference = evaluation_detector(detectors[names[0]])
@@ -308,21 +343,44 @@ def compare_runtimes(detectors, samples, progress=None, intrinsics=None):
         sampled = np.concatenate(diffs[name]) if diffs[name] else np.zeros(1)
         same = [_same_grasp(ref_top[r.name], r.predictions[0] if r.predictions else None)
                 for r in results[name].per_image]
+        changes = _changed_verdicts(results[names[0]], results[name])
         rows.append({'name': name, 'result': results[name],
                      'q_mean_abs': float(sampled.mean()),
                      'q_p99_abs': float(np.percentile(sampled, 99)), 'q_max_abs': worst[name],
-                     'top1_same': float(np.mean(same)) if same else 0.0})
+                     'top1_same': float(np.mean(same)) if same else 0.0,
+                     'changes': changes,
+                     'lost': sum(c['reference_iou'] > c['jaccard'] for c in changes),
+                     'gained': sum(c['reference_iou'] <= c['jaccard'] for c in changes),
+                     'reference_margin': max((abs(c['reference_iou'] - c['jaccard'])
+                                              for c in changes), default=0.0)})
     return rows
+
+
+def _changed_verdicts(reference, result):
+    """The top-1 verdicts (image x Jaccard threshold) of ``result`` that differ from those of
+    ``reference`` (two :class:`EvaluationResult` of the same images, in the same order)."""
+    return [{'image': mine.name, 'jaccard': j, 'reference_iou': theirs.top1_iou,
+             'iou': mine.top1_iou}
+            for theirs, mine in zip(reference.per_image, result.per_image)
+            for j in JACCARD_THRESHOLDS if mine.correct_top1[j] != theirs.correct_top1[j]]
 
 
 def runtime_table(rows):
     """A plain-text table of :func:`compare_runtimes` rows."""
-    lines = ['runtime                 top-1 @ J 0.25 / 0.30 / 0.35 / 0.40   top-5   '
-             '|dQ| mean    p99    max   same top-1']
+    width = max([22] + [len(r['name']) for r in rows])
+    lines = [f"{'runtime':{width}s}  top-1 @ J 0.25 / 0.30 / 0.35 / 0.40   top-5   "
+             '|dQ| mean    p99    max   same top-1   verdicts lost / gained (margin)']
     for r in rows:
         result = r['result']
         accuracy = ' / '.join(f'{100 * a:5.1f}' for a in result.accuracy.values())
-        lines.append(f"{r['name']:22s}  {accuracy} %   {100 * result.top_n[TOP_N]:5.1f}   "
+        lines.append(f"{r['name']:{width}s}  {accuracy} %   {100 * result.top_n[TOP_N]:5.1f}   "
                      f"{r['q_mean_abs']:9.5f} {r['q_p99_abs']:6.4f} {r['q_max_abs']:6.3f}"
-                     f"   {100 * r['top1_same']:5.1f} %")
+                     f"   {100 * r['top1_same']:5.1f} %   {r['lost']:3d} / {r['gained']:3d}"
+                     f"   ({r['reference_margin']:.3f})")
+    changed = [(r['name'], c) for r in rows for c in r['changes']]
+    if changed:
+        lines += ['', 'changed verdicts: runtime, image, Jaccard threshold, IoU of the '
+                  "reference's top-1 -> this runtime's"]
+        lines += [f"  {name:{width}s} {c['image']:12s} J {c['jaccard']:.2f}   "
+                  f"{c['reference_iou']:.3f} -> {c['iou']:.3f}" for name, c in changed]
     return '\n'.join(lines)
