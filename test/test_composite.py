@@ -234,7 +234,8 @@ def test_composited_objects_keep_clear_of_the_target_and_of_each_other(library):
         index = key % len(samples)
         sample = samples[index]
         rng = np.random.default_rng(key)
-        window, _, _ = dataset._augmented_transforms(sample, 400, 400, rng, AugmentConfig())
+        window, _, _ = dataset._augmented_transforms(sample, sample.depth_m.shape, 400, 400, rng,
+                                                     AugmentConfig())
         depth, grasps, pasted = objects.composite(index, sample.depth_m, sample.grasps,
                                                   window, rng, 2)
         own = box_mask(boxes[index], CLEARANCE_PX)
@@ -266,8 +267,9 @@ def test_composited_objects_keep_clear_of_the_target_and_of_each_other(library):
 
 def _legacy_example(sample, input_size, crop_size_px, max_width_px, rng, augment):
     """make_example as it was before the mirror and the compositing."""
-    window, outer, rotation = dataset._augmented_transforms(sample, input_size, crop_size_px,
-                                                            rng, augment)
+    window, outer, rotation = dataset._augmented_transforms(sample, sample.depth_m.shape,
+                                                            input_size, crop_size_px, rng,
+                                                            augment)
     to_window = rotation @ dataset._homogeneous(window.affine_to_network())
     outer_to_window = to_window @ np.linalg.inv(dataset._homogeneous(outer.affine_to_network()))
     filled = cv2.warpAffine(fill_window(sample.depth_m, outer), outer_to_window[:2],

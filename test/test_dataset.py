@@ -8,12 +8,14 @@ from grasp_fcn_ros.training.dataset import (
     AugmentConfig,
     find_samples,
     format_rectangles,
+    GraspDataset,
     ground_truth_maps,
     load_object_map,
     make_example,
     parse_rectangles,
     split_folds,
 )
+from grasp_fcn_ros.training.train import TrainConfig, training_scale
 
 from synthetic_cornell import write_dataset
 
@@ -93,6 +95,28 @@ def test_augmentation_keeps_depth_and_rectangles_together(dataset):
         rows, cols = np.nonzero(y[0])
         assert rows.size > 0
         assert x[0][int(rows.mean()), int(cols.mean())] < np.median(x[0]) - 0.04
+
+
+def test_training_reads_each_depth_frame_when_it_makes_an_example(dataset):
+    # a training set of thousands of frames is not held in memory: only the rectangles are
+    # loaded, and each example reads its frame; the examples are those of loaded samples
+    root, _ = dataset
+    lazy = [s.load_grasps() for s in find_samples(root)[0]]
+    loaded = [s.load() for s in find_samples(root)[0]]
+    assert all(s.depth_m is None and s.grasps for s in lazy)
+    augment = AugmentConfig(flip=True)
+    for samples in (lazy, loaded):
+        examples = GraspDataset(samples, 400, 400, 150.0, augment, seed=4)
+        got = [examples[(1, i)] for i in range(len(samples))]
+        if samples is lazy:
+            first = got
+        else:
+            for (x, y), (x_lazy, y_lazy) in zip(got, first):
+                assert np.array_equal(x, x_lazy) and np.array_equal(y, y_lazy)
+    config = TrainConfig(dataset=root, output_dir=root)
+    assert training_scale(lazy, config, 400) == training_scale(loaded, config, 400) > 0
+    assert all(s.depth_m is None for s in lazy)
+    np.testing.assert_array_equal(lazy[0].read_depth(), loaded[0].depth_m)
 
 
 def _as_sets(folds):

@@ -115,8 +115,8 @@ def test_rotation_corners_come_from_the_image_not_the_border():
     augment = AugmentConfig(rotation_deg=30.0, zoom_min=1.0, shift_px=0.0)
     unturned, _ = make_example(sample, 400, 300, 150.0)
     for seed in range(4):
-        _, _, rotation = _augmented_transforms(sample, 400, 300, np.random.default_rng(seed),
-                                               augment)
+        _, _, rotation = _augmented_transforms(sample, depth.shape, 400, 300,
+                                               np.random.default_rng(seed), augment)
         turn = np.arctan2(rotation[1, 0], rotation[0, 0])
         x, _ = make_example(sample, 400, 300, 150.0, np.random.default_rng(seed), augment)
         expected = np.ptp(unturned[0]) * (abs(np.cos(turn)) + abs(np.sin(turn)))

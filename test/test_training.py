@@ -115,6 +115,25 @@ def test_training_writes_checkpoints_log_and_resumes_identically(dataset, tmp_pa
         assert len(list(csv.DictReader(stream))) == 2
 
 
+def test_frames_read_per_example_train_as_frames_held_in_memory(dataset, tmp_path, monkeypatch):
+    import grasp_fcn_ros.training.train as train_module
+
+    def run(out):
+        lines = []
+        train(TrainConfig(dataset=dataset, output_dir=str(out), epochs=1, batch_size=2, seed=5,
+                          device='cpu', folds=3, fold=0), log=lines.append)
+        return load_checkpoint(str(out / 'last.pt'))['state_dict'], lines
+
+    held, held_log = run(tmp_path / 'held')
+    monkeypatch.setattr(train_module, 'RESIDENT_DEPTH_FRAMES', 0)
+    read, read_log = run(tmp_path / 'read')
+    assert not any('read from its file' in line for line in held_log)
+    assert any('3 depth frames, more than 0: each is read from its file' in line
+               for line in read_log)
+    for key, value in held.items():
+        torch.testing.assert_close(read[key], value, rtol=1e-4, atol=1e-5)
+
+
 def test_cosine_schedule_falls_from_the_peak_to_zero():
     config = TrainConfig(dataset='', output_dir='', lr=1e-3)
     assert learning_rate(config, 0, 100) == pytest.approx(1e-3)

@@ -21,7 +21,7 @@ from .scene import FLOOR, OBJECT_ID, render, TABLE, WALL
 class SyntheticSample:
     """One rendered scene, shaped like a loaded
     :class:`~grasp_fcn_ros.training.dataset.CornellSample` (``depth_m``, ``grasps``, ``load()``,
-    ``load_color()``), plus what made it.
+    ``load_grasps()``, ``read_depth()``, ``load_color()``), plus what made it.
 
     :param name: ``pcdNNNN`` (the index).
     :param depth_m: float32 (H, W) depth as the camera gives it, metres (NaN: no return).
@@ -49,6 +49,12 @@ class SyntheticSample:
 
     def load(self):
         return self
+
+    def load_grasps(self):
+        return self
+
+    def read_depth(self):
+        return self.depth_m
 
     def load_color(self):
         """A shaded colour image of the scene (RGB uint8)."""

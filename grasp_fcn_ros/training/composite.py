@@ -496,8 +496,9 @@ class ObjectLibrary:
         """The :class:`SceneObjects` of sample ``index`` (None: no table found)."""
         if index not in self._scenes:
             sample = self.samples[index]
-            self._scenes[index] = segment_scene(sample.depth_m, sample.grasps, self.intrinsics,
-                                                self.min_depth_m, self.max_depth_m)
+            self._scenes[index] = segment_scene(sample.read_depth(), sample.grasps,
+                                                self.intrinsics, self.min_depth_m,
+                                                self.max_depth_m)
         return self._scenes[index]
 
     def prepare(self):

@@ -51,11 +51,25 @@ class CornellSample:
     depth_scale: float = 0.001
 
     def load(self):
-        """Read depth and rectangles (idempotent). Returns self."""
+        """Read depth and rectangles (idempotent; the depth stays in memory). Returns self."""
+        self.load_grasps()
         if self.depth_m is None:
             self.depth_m = read_depth_image(self.depth_path, self.depth_scale)
+        return self
+
+    def load_grasps(self):
+        """Read the rectangles only (idempotent). Returns self."""
+        if self.grasps is None:
             self.grasps, self.skipped_rectangles = load_grasps(self.positive_path)
         return self
+
+    def read_depth(self):
+        """The depth image, metres: the loaded one, else read from its file and not kept (a
+        training set of thousands of frames, 1.2 MB each at 640x480, reads each frame when
+        it makes an example of it instead of holding them all)."""
+        if self.depth_m is not None:
+            return self.depth_m
+        return read_depth_image(self.depth_path, self.depth_scale)
 
     def load_color(self):
         """The colour image as RGB uint8, or None when there is none."""
@@ -250,14 +264,15 @@ class AugmentConfig:
                              f'{self.composite_max_objects}')
 
 
-def _augmented_transforms(sample, input_size, crop_size_px, rng, augment):
+def _augmented_transforms(sample, shape, input_size, crop_size_px, rng, augment):
     """Draw one augmentation: the source window, a larger window around it that holds the
     rotated square, and the in-plane rotation.
 
+    :param shape: ``(height, width)`` of the sample's depth image, pixels.
     :returns: ``(window, outer, rotation)``: two :class:`CropTransform` and a 3x3 matrix that
         turns network pixels of ``window`` about the network image's centre.
     """
-    h, w = sample.depth_m.shape
+    h, w = shape
     base = CropTransform.centred(w, h, crop_size_px, input_size)
     centres = np.array([g.center for g in sample.grasps]) if sample.grasps else None
     target = centres.mean(axis=0) if centres is not None else np.array([(w - 1) / 2,
@@ -312,7 +327,7 @@ def augmented_input(sample, input_size, crop_size_px, rng=None, augment=None,
     :returns: ``(filled, grasps)``: float32 (S, S) depth in metres and :class:`Grasp2D` list.
     :raises DepthError: when the window holds no usable depth.
     """
-    depth = sample.depth_m
+    depth = sample.read_depth()
     h, w = depth.shape
     details = {} if details is None else details
     if augment is None or rng is None:
@@ -321,8 +336,8 @@ def augmented_input(sample, input_size, crop_size_px, rng=None, augment=None,
         details.update(depth_m=depth, window=window, pasted=[], mirrored=False,
                        to_network=window.affine_to_network())
         return filled, transform_grasps(sample.grasps, window.affine_to_network())
-    window, outer, rotation = _augmented_transforms(sample, input_size, crop_size_px, rng,
-                                                    augment)
+    window, outer, rotation = _augmented_transforms(sample, depth.shape, input_size,
+                                                    crop_size_px, rng, augment)
     mirror = augment.flip and rng.random() < 0.5
     grasps, pasted = sample.grasps, []
     if augment.composite > 0 and objects is not None and index is not None:
